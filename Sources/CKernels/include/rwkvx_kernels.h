@@ -1,0 +1,88 @@
+// rwkvx CPU kernels: the one header between the Swift engine and the hot loops.
+//
+// Every function is a plain loop over pointers and sizes. Callers pass the slice
+// of work to do (a row range or a head range) and own the threads; kernels never
+// allocate and never start threads.
+//
+// Each operation has a portable scalar implementation, which is the reference the
+// tests hold the SIMD ones against, and SIMD implementations chosen at run time by
+// CPU features (never by the build machine). Within one level the arithmetic of an
+// output element does not depend on how many tokens or sessions are in the call or
+// on the row/head split, so results are batch- and thread-invariant.
+#ifndef RWKVX_KERNELS_H
+#define RWKVX_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// Element type of a weight matrix or a cache. I8 weights carry one fp32 scale per row.
+typedef enum {
+    RWKVX_DTYPE_F32 = 0,
+    RWKVX_DTYPE_F16 = 1,
+    RWKVX_DTYPE_BF16 = 2,
+    RWKVX_DTYPE_I8 = 3,
+} rwkvx_dtype;
+
+// Kernel levels, lowest first.
+typedef enum {
+    RWKVX_LEVEL_SCALAR = 0,
+    RWKVX_LEVEL_AVX2 = 1,    // AVX2 + FMA + F16C
+    RWKVX_LEVEL_AVX512 = 2,  // AVX-512 F/BW/VL/DQ (+ BF16 and VNNI where present)
+} rwkvx_level;
+
+// The best level this CPU supports (CPUID and XGETBV, checked once).
+int rwkvx_cpu_level(void);
+
+// The level in use; starts at rwkvx_cpu_level() unless RWKVX_KERNEL_LEVEL is set to
+// scalar, avx2 or avx512. rwkvx_set_level clamps to what the CPU supports and
+// returns the level actually set. Not meant to change while kernels run.
+int rwkvx_get_level(void);
+int rwkvx_set_level(int level);
+const char *rwkvx_level_name(int level);
+
+// Matrix product with a weight in [rows, cols] row-major layout (PyTorch Linear:
+// [out, in]):  y[t * ldy + r] = sum_c w[r][c] * x[t * cols + c]
+// for t in [0, n_tok) and r in [row_begin, row_end).
+// scales: per-row fp32 scale for RWKVX_DTYPE_I8 (NULL otherwise).
+void rwkvx_matmul(rwkvx_dtype dtype, const void *w, const float *scales, size_t cols,
+                  const float *x, size_t n_tok, float *y, size_t ldy,
+                  size_t row_begin, size_t row_end);
+
+// Converts n elements of a stored dtype (F32, F16, BF16) to fp32.
+void rwkvx_to_f32(rwkvx_dtype dtype, const void *src, float *dst, size_t n);
+
+// One token of the RWKV-7 WKV recurrence for heads [h_begin, h_end).
+// state: [n_head, head_size, head_size] fp32, state[h][i][j] with i the value index
+// and j the key index. r, w, k, v, kk, a, y: [n_head * head_size].
+//   S'[i][j] = S[i][j] * w[j] - (sum_m S[i][m] * kk[m]) * kk[j] * a[j] + v[i] * k[j]
+//   y[i]     = sum_j S'[i][j] * r[j]
+void rwkvx_wkv7_step(size_t head_size, float *state,
+                     const float *r, const float *w, const float *k, const float *v,
+                     const float *kk, const float *a, float *y,
+                     size_t h_begin, size_t h_end);
+
+// Softmax attention of one query over selected cache rows, for heads [h_begin, h_end).
+// q: [n_embd]; k_cache, v_cache: [rows, ld] of cache_dtype (F32 or F16), head h in
+// columns [h * head_size, (h + 1) * head_size); ranges: n_ranges pairs
+// [begin, end) of row indices, visited in order as one softmax; scale multiplies
+// q . k. scratch: at least (sum of range lengths) floats, per calling thread.
+// y: [n_embd], written for the heads in range.
+void rwkvx_attention(const float *q, const void *k_cache, const void *v_cache,
+                     rwkvx_dtype cache_dtype, size_t ld, size_t head_size,
+                     const size_t *ranges, size_t n_ranges, float scale,
+                     float *scratch, float *y, size_t h_begin, size_t h_end);
+
+// Dot products of one fp32 vector with rows of a matrix:
+// out[r - row_begin] = sum_c a[c] * m[r * ld + c] for c in [0, n), r in [row_begin, row_end).
+void rwkvx_dot_rows(rwkvx_dtype dtype, const float *a, const void *m, size_t ld, size_t n,
+                    float *out, size_t row_begin, size_t row_end);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

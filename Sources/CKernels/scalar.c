@@ -1,0 +1,123 @@
+// Portable scalar kernels: the reference every SIMD level is tested against, and
+// the fallback on CPUs without AVX2.
+#include "internal.h"
+
+static float load_element(rwkvx_dtype dtype, const void *base, size_t index) {
+    switch (dtype) {
+    case RWKVX_DTYPE_F32: return ((const float *)base)[index];
+    case RWKVX_DTYPE_F16: return rwkvx_f16_to_f32(((const uint16_t *)base)[index]);
+    case RWKVX_DTYPE_BF16: return rwkvx_bf16_to_f32(((const uint16_t *)base)[index]);
+    case RWKVX_DTYPE_I8: return (float)((const int8_t *)base)[index];
+    }
+    return 0.0f;
+}
+
+// Dot product in 8 interleaved partial sums, added pairwise at the end: the same
+// order for every call, so a row's result does not depend on the batch.
+static float dot_row(rwkvx_dtype dtype, const void *w, size_t row_offset, const float *x, size_t n) {
+    float acc[8] = {0};
+    size_t c = 0;
+    for (; c + 8 <= n; c += 8) {
+        for (int lane = 0; lane < 8; lane++) {
+            acc[lane] += load_element(dtype, w, row_offset + c + lane) * x[c + lane];
+        }
+    }
+    for (int lane = 0; c < n; c++, lane++) {
+        acc[lane] += load_element(dtype, w, row_offset + c) * x[c];
+    }
+    float s01 = acc[0] + acc[1], s23 = acc[2] + acc[3];
+    float s45 = acc[4] + acc[5], s67 = acc[6] + acc[7];
+    return (s01 + s23) + (s45 + s67);
+}
+
+static void scalar_matmul(rwkvx_dtype dtype, const void *w, const float *scales, size_t cols,
+                          const float *x, size_t n_tok, float *y, size_t ldy,
+                          size_t row_begin, size_t row_end) {
+    for (size_t r = row_begin; r < row_end; r++) {
+        float scale = (dtype == RWKVX_DTYPE_I8) ? scales[r] : 1.0f;
+        for (size_t t = 0; t < n_tok; t++) {
+            y[t * ldy + r] = dot_row(dtype, w, r * cols, x + t * cols, cols) * scale;
+        }
+    }
+}
+
+static void scalar_dot_rows(rwkvx_dtype dtype, const float *a, const void *m, size_t ld, size_t n,
+                            float *out, size_t row_begin, size_t row_end) {
+    for (size_t r = row_begin; r < row_end; r++) {
+        out[r - row_begin] = dot_row(dtype, m, r * ld, a, n);
+    }
+}
+
+static void scalar_wkv7_step(size_t head_size, float *state,
+                             const float *r, const float *w, const float *k, const float *v,
+                             const float *kk, const float *a, float *y,
+                             size_t h_begin, size_t h_end) {
+    const size_t n = head_size;
+    for (size_t h = h_begin; h < h_end; h++) {
+        float *s = state + h * n * n;
+        const size_t o = h * n;
+        for (size_t i = 0; i < n; i++) {
+            float *row = s + i * n;
+
+            // sa = S[i] . kk (old state)
+            float sa = 0.0f;
+            for (size_t j = 0; j < n; j++) sa += row[j] * kk[o + j];
+
+            // S'[i][j] = S[i][j] w[j] - sa kk[j] a[j] + v[i] k[j];  y[i] = S'[i] . r
+            float out = 0.0f;
+            const float vi = v[o + i];
+            for (size_t j = 0; j < n; j++) {
+                float updated = row[j] * w[o + j] - sa * (kk[o + j] * a[o + j]) + vi * k[o + j];
+                row[j] = updated;
+                out += updated * r[o + j];
+            }
+            y[o + i] = out;
+        }
+    }
+}
+
+static void scalar_attention(const float *q, const void *k_cache, const void *v_cache,
+                             rwkvx_dtype cache_dtype, size_t ld, size_t head_size,
+                             const size_t *ranges, size_t n_ranges, float scale,
+                             float *scratch, float *y, size_t h_begin, size_t h_end) {
+    for (size_t h = h_begin; h < h_end; h++) {
+        const size_t col = h * head_size;
+
+        // scores over every selected row, and their max for a stable softmax
+        size_t n = 0;
+        float max_score = -INFINITY;
+        for (size_t g = 0; g < n_ranges; g++) {
+            for (size_t row = ranges[2 * g]; row < ranges[2 * g + 1]; row++) {
+                float s = dot_row(cache_dtype, k_cache, row * ld + col, q + col, head_size) * scale;
+                scratch[n++] = s;
+                if (s > max_score) max_score = s;
+            }
+        }
+
+        float total = 0.0f;
+        for (size_t i = 0; i < n; i++) {
+            scratch[i] = expf(scratch[i] - max_score);
+            total += scratch[i];
+        }
+
+        // weighted sum of the value rows
+        float *out = y + col;
+        for (size_t d = 0; d < head_size; d++) out[d] = 0.0f;
+        size_t i = 0;
+        for (size_t g = 0; g < n_ranges; g++) {
+            for (size_t row = ranges[2 * g]; row < ranges[2 * g + 1]; row++, i++) {
+                const float p = scratch[i] / total;
+                for (size_t d = 0; d < head_size; d++) {
+                    out[d] += p * load_element(cache_dtype, v_cache, row * ld + col + d);
+                }
+            }
+        }
+    }
+}
+
+const rwkvx_kernel_table rwkvx_scalar_kernels = {
+    .matmul = scalar_matmul,
+    .wkv7_step = scalar_wkv7_step,
+    .attention = scalar_attention,
+    .dot_rows = scalar_dot_rows,
+};

@@ -1,0 +1,1 @@
+// rwkvx engine library.

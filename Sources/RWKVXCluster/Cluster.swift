@@ -1,0 +1,2 @@
+// Pipeline-parallel cluster: wire protocol, workers and coordinator.
+import RWKVX

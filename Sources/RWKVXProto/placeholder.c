@@ -1,0 +1,1 @@
+// Replaced by the protoc-c output of proto/rwkvx.proto.

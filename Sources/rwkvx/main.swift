@@ -1,0 +1,1 @@
+// rwkvx command-line entry point.
