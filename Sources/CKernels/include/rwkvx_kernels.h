@@ -52,6 +52,10 @@ void rwkvx_matmul(rwkvx_dtype dtype, const void *w, const float *scales, size_t 
                   const float *x, size_t n_tok, float *y, size_t ldy,
                   size_t row_begin, size_t row_end);
 
+// Symmetric per-row int8 quantisation: scales[r] = max|w[r][:]| / 127 and
+// out[r][c] = round(w[r][c] / scales[r]); an all-zero row gets scale 0.
+void rwkvx_quantize_i8_rows(const float *w, size_t rows, size_t cols, int8_t *out, float *scales);
+
 // Converts n elements of a stored dtype (F32, F16, BF16) to fp32.
 void rwkvx_to_f32(rwkvx_dtype dtype, const void *src, float *dst, size_t n);
 

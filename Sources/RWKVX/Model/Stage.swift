@@ -1,0 +1,115 @@
+// A contiguous slice of the execution order with its weights: the unit a pipeline
+// stage runs. The whole model is the stage that spans every block. The first stage
+// owns the embedding, the last one the head.
+import Foundation
+
+public final class Stage: @unchecked Sendable {
+    public let config: ModelConfig
+    /// Positions in `config.executionOrder` this stage runs.
+    public let positions: Range<Int>
+    public let blocks: [BlockID]
+    public var options: AttentionOptions
+    public let pool: ThreadPool?
+
+    let embedding: EmbeddingWeights?
+    let head: HeadWeights?
+    let rwkvWeights: [Int: RWKVBlockWeights]
+    let sparseWeights: [Int: SparseBlockWeights]
+
+    public var hasEmbedding: Bool { embedding != nil }
+    public var hasHead: Bool { head != nil }
+
+    /// Weight bytes one decoded token reads in this stage (every matrix once, plus an
+    /// embedding row).
+    public var weightBytesPerToken: Int {
+        var total = head?.head.byteCount ?? 0
+        for w in rwkvWeights.values {
+            total += [w.att.receptance, w.att.key, w.att.value, w.att.output, w.ffn.key, w.ffn.value,
+                      w.att.w1, w.att.w2, w.att.a1, w.att.a2, w.att.g1, w.att.g2].reduce(0) { $0 + $1.byteCount }
+            total += (w.att.v1?.byteCount ?? 0) + (w.att.v2?.byteCount ?? 0)
+        }
+        for w in sparseWeights.values {
+            total += [w.receptance, w.key, w.value, w.output, w.ffn.key, w.ffn.value].reduce(0) { $0 + $1.byteCount }
+        }
+        return total
+    }
+
+    /// Loads the weights of execution positions `positions` only.
+    public init(checkpoint: Checkpoint, config: ModelConfig, positions: Range<Int>,
+                options: AttentionOptions = AttentionOptions(), format: WeightFormat = .stored,
+                pool: ThreadPool? = nil) throws {
+        let order = config.executionOrder
+        precondition(positions.lowerBound >= 0 && positions.upperBound <= order.count && !positions.isEmpty,
+                     "stage positions \(positions) outside 0..<\(order.count)")
+        try options.validate()
+        self.config = config
+        self.positions = positions
+        self.blocks = Array(order[positions])
+        self.options = options
+        self.pool = pool
+
+        let reader = WeightReader(checkpoint: checkpoint, format: format)
+        var rwkv: [Int: RWKVBlockWeights] = [:]
+        var sparse: [Int: SparseBlockWeights] = [:]
+        for block in blocks {
+            switch block {
+            case .rwkv(let i): rwkv[i] = try RWKVBlockWeights(reader, layer: i, config)
+            case .sparse(let j): sparse[j] = try SparseBlockWeights(reader, index: j, config)
+            }
+        }
+        rwkvWeights = rwkv
+        sparseWeights = sparse
+        embedding = positions.lowerBound == 0 ? try EmbeddingWeights(reader, config) : nil
+        head = positions.upperBound == order.count ? try HeadWeights(reader, config) : nil
+    }
+
+    /// A fresh state for this stage's blocks.
+    public func makeState() -> SessionState { SessionState(config: config, blocks: blocks) }
+
+    /// Embedding rows of `tokens` with ln0 applied: [T, C]. Needs the first stage.
+    public func embed(_ tokens: [Int]) throws -> [Float] {
+        guard let embedding else { preconditionFailure("embed called on a stage without the embedding") }
+        let c = config.nEmbd
+        var x = [Float](repeating: 0, count: tokens.count * c)
+        for (t, token) in tokens.enumerated() {
+            guard token >= 0 && token < config.vocabSize else {
+                throw ConfigurationError(message: "invalid token id \(token): the vocabulary has ids 0..<\(config.vocabSize)")
+            }
+            let row = TensorView(name: embedding.table.name, dtype: embedding.table.dtype, shape: [c],
+                                 strides: [embedding.table.strides[1]],
+                                 base: embedding.table.base + token * embedding.table.strides[0] * embedding.table.dtype.byteSize)
+            // Quirk copied: ln0 is folded into the embedding (eps 1e-5); applying it per
+            // row at lookup gives the same values without converting the whole table.
+            let normed = Ops.layerNorm(row.toFloat32(), embedding.ln0, c: c)
+            for i in 0..<c { x[t * c + i] = normed[i] }
+        }
+        return x
+    }
+
+    /// Runs this stage's blocks on x [T, C]. vFirst [T, C] is empty until RWKV block 0
+    /// has run and must be passed on to later stages. The path is decode for one token.
+    public func forward(_ x: inout [Float], vFirst: inout [Float], state: inout SessionState) {
+        let path: ForwardPath = x.count == config.nEmbd ? .decode : .prefill
+        for block in blocks {
+            switch block {
+            case .rwkv(let i):
+                rwkvBlock(&x, vFirst: &vFirst, state: &state.rwkv[i, default: RWKVLayerState(config: config)],
+                          weights: rwkvWeights[i]!, config: config, pool: pool)
+            case .sparse(let j):
+                sparseBlock(&x, path: path, state: &state.sparse[j, default: SparseLayerState(config: config)],
+                            weights: sparseWeights[j]!, options: options, config: config, pool: pool)
+            }
+        }
+    }
+
+    /// Logits of the last token, or of every token when `fullOutput`: [V] or [T, V].
+    /// Needs the last stage.
+    public func logits(_ x: [Float], fullOutput: Bool) -> [Float] {
+        guard let head else { preconditionFailure("logits called on a stage without the head") }
+        let c = config.nEmbd
+        let tokens = x.count / c
+        let rows = fullOutput ? x : Ops.row(x, tokens - 1, c: c)
+        let normed = Ops.layerNorm(rows, head.lnOut, c: c)
+        return head.head(normed, pool: pool)
+    }
+}
