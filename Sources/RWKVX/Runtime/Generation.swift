@@ -1,0 +1,91 @@
+// Text generation on one session: prefill the prompt, then sample and decode one
+// token at a time, streaming text as soon as whole UTF-8 characters exist.
+import Foundation
+
+/// Counts and timings of one generation.
+public struct GenerationStats: Sendable {
+    public var promptTokens = 0
+    public var generatedTokens = 0
+    /// Seconds spent in the prompt prefill.
+    public var prefillSeconds = 0.0
+    /// Seconds spent decoding generated tokens (sampling included).
+    public var decodeSeconds = 0.0
+    public var stop: StopReason?
+
+    public init() {}
+
+    public var prefillTokensPerSecond: Double { prefillSeconds > 0 ? Double(promptTokens) / prefillSeconds : 0 }
+    public var decodeTokensPerSecond: Double { decodeSeconds > 0 ? Double(generatedTokens) / decodeSeconds : 0 }
+}
+
+/// Anything that turns tokens into next-token logits for one session.
+public protocol TokenStepper {
+    /// Logits [V] after the tokens (a prefill for several, a decode for one).
+    mutating func step(_ tokens: [Int]) throws -> [Float]
+}
+
+/// One in-process session of a model.
+public struct LocalSession: TokenStepper {
+    public let model: Model
+    public var state: SessionState
+
+    public init(model: Model) {
+        self.model = model
+        state = model.makeState()
+    }
+
+    public mutating func step(_ tokens: [Int]) throws -> [Float] {
+        try model.forward(tokens, state: &state)
+    }
+}
+
+public enum GenerationError: Error, CustomStringConvertible {
+    case emptyPrompt
+
+    public var description: String {
+        switch self {
+        case .emptyPrompt: return "the prompt is empty; pass some text with --prompt"
+        }
+    }
+}
+
+/// Generates up to `options.maxTokens` tokens after `prompt`, calling `emit` with each
+/// piece of text that is safe to show (stop strings are never shown in part).
+public func generateText<S: TokenStepper>(session: inout S, tokenizer: WorldTokenizer, prompt: String,
+                                          options: SamplingOptions, emit: (String) -> Void) throws -> GenerationStats {
+    var stats = GenerationStats()
+    let promptTokens = tokenizer.encode(prompt)
+    guard !promptTokens.isEmpty else { throw GenerationError.emptyPrompt }
+    stats.promptTokens = promptTokens.count
+
+    var sampler = try Sampler(options: options)
+    var stopChecker = StopChecker(options: options)
+    var text = UTF8StreamDecoder()
+
+    // prefill the prompt
+    let start = Date()
+    var logits = try session.step(promptTokens)
+    stats.prefillSeconds = Date().timeIntervalSince(start)
+
+    // sample, show, decode
+    let decodeStart = Date()
+    while stats.generatedTokens < options.maxTokens {
+        let token = sampler.sample(logits: &logits)
+        let bytes = tokenizer.tokenBytes(token) ?? []
+        let check = stopChecker.check(token: token, bytes: bytes)
+        let piece = text.append(check.output)
+        if !piece.isEmpty { emit(piece) }
+        if let stop = check.stop {
+            stats.stop = stop
+            break
+        }
+        sampler.accept(token, weight: Sampler.penaltyWeight(forTokenBytes: bytes))
+        stats.generatedTokens += 1
+        if stats.generatedTokens == options.maxTokens { break }
+        logits = try session.step([token])
+    }
+    let tail = text.append(stopChecker.finish()) + text.finish()
+    if !tail.isEmpty { emit(tail) }
+    stats.decodeSeconds = Date().timeIntervalSince(decodeStart)
+    return stats
+}
