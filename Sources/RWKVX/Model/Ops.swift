@@ -42,14 +42,17 @@ enum Ops {
         }
     }
 
-    /// Token shift: xx[t] = x[t-1] - x[t], with x[-1] = prev (the last token of the previous call).
-    static func tokenShiftDelta(_ x: [Float], prev: [Float], c: Int) -> [Float] {
+    /// Token shift over a batch: within each segment of rows (one session's tokens),
+    /// xx[t] = x[t-1] - x[t], with x[-1] = that session's prev (its last token of the
+    /// previous call).
+    static func tokenShiftDelta(_ x: [Float], prev: [[Float]], segments: [Range<Int>], c: Int) -> [Float] {
         var xx = [Float](repeating: 0, count: x.count)
-        let n = x.count / c
-        for t in 0..<n {
-            for i in 0..<c {
-                let before = t == 0 ? prev[i] : x[(t - 1) * c + i]
-                xx[t * c + i] = before - x[t * c + i]
+        for (s, rows) in segments.enumerated() {
+            for t in rows {
+                for i in 0..<c {
+                    let before = t == rows.lowerBound ? prev[s][i] : x[(t - 1) * c + i]
+                    xx[t * c + i] = before - x[t * c + i]
+                }
             }
         }
         return xx

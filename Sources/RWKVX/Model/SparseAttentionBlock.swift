@@ -36,41 +36,48 @@ extension SparseLayerState: Equatable {
     }
 }
 
-/// How a call reaches the blocks. The reference routes a single token (an int, or
-/// a one-element list) to forward_one, so a one-token prefill is a decode.
-enum ForwardPath {
-    case decode
-    case prefill
-}
-
-/// Runs sparse block `w.index` on x [T, C] (the residual stream), updating `state`.
-func sparseBlock(_ x: inout [Float], path: ForwardPath, state: inout SparseLayerState,
+/// Runs sparse block `w.index` on a batch: x [rows, C] is the residual stream of
+/// every session's tokens, `segments[s]` the rows of session s, `states[s]` its state.
+/// Quirk copied: the reference routes a single token (an int, or a one-element list)
+/// to forward_one, so a session with one token takes the decode path even in a prefill.
+func sparseBlock(_ x: inout [Float], segments: [Range<Int>], states: inout [SparseLayerState],
                  weights w: SparseBlockWeights, options: AttentionOptions, config: ModelConfig,
                  pool: ThreadPool?) {
     let c = config.nEmbd
 
-    // attention on ln1(x)
+    // q, k, v of every token of every session from ln1(x)
     let xa = Ops.layerNorm(x, w.ln1, c: c)
-    let y: [Float]
-    switch path {
-    case .decode:
-        y = sparseAttentionDecode(xa, state: &state, weights: w, options: options, config: config, pool: pool)
-    case .prefill:
-        y = sparseAttentionPrefill(xa, state: &state, weights: w, options: options, config: config, pool: pool)
+    let q = w.receptance(xa, pool: pool), k = w.key(xa, pool: pool), v = w.value(xa, pool: pool)
+
+    // attention per session, then one output projection for the batch
+    var y = [Float](repeating: 0, count: x.count)
+    for (s, rows) in segments.enumerated() {
+        let slice = (rows.lowerBound * c)..<(rows.upperBound * c)
+        let out: [Float]
+        if rows.count == 1 {
+            out = sparseAttentionDecode(q: Array(q[slice]), k: Array(k[slice]), v: Array(v[slice]),
+                                        state: &states[s], options: options, config: config)
+        } else {
+            out = sparseAttentionPrefill(x: Array(xa[slice]), q: Array(q[slice]), k: Array(k[slice]),
+                                         v: Array(v[slice]), state: &states[s], options: options, config: config)
+        }
+        y.replaceSubrange(slice, with: out)
     }
-    Ops.add(&x, y)
+    Ops.add(&x, w.output(y, pool: pool))
 
     // channel mix on ln2(x), with its own shift state
     let xf = Ops.layerNorm(x, w.ln2, c: c)
-    let ffn = channelMix(xf, prev: &state.ffnXPrev, weights: w.ffn, c: c, pool: pool)
+    var prev = states.map { $0.ffnXPrev }
+    let ffn = channelMix(xf, prev: &prev, segments: segments, weights: w.ffn, c: c, pool: pool)
+    for s in states.indices { states[s].ffnXPrev = prev[s] }
     Ops.add(&x, ffn)
 }
 
-/// Decode of one token, x [C] layer-normed.
-func sparseAttentionDecode(_ x: [Float], state: inout SparseLayerState, weights w: SparseBlockWeights,
-                           options: AttentionOptions, config: ModelConfig, pool: ThreadPool?) -> [Float] {
+/// Decode of one token (forward_one): q, k, v [C]. Returns the attention output [C]
+/// before the output projection.
+func sparseAttentionDecode(q: [Float], k: [Float], v: [Float], state: inout SparseLayerState,
+                           options: AttentionOptions, config: ModelConfig) -> [Float] {
     let c = config.nEmbd
-    let q = w.receptance(x, pool: pool), k = w.key(x, pool: pool), v = w.value(x, pool: pool)
 
     // Compress first when the cache is over its limit, with this token's q as the only query.
     if options.maxKVCacheSize > 0 && state.rows(nEmbd: c) > options.maxKVCacheSize {
@@ -100,7 +107,7 @@ func sparseAttentionDecode(_ x: [Float], state: inout SparseLayerState, weights 
     state.vCache += v
     var y = [Float](repeating: 0, count: c)
     attend(q: q, state: state, ranges: ranges, into: &y, config: config)
-    return w.output(y, pool: pool)
+    return y
 }
 
 /// Chooses the top `options.topK` of the first `chunks` complete chunks of the cache.
@@ -136,9 +143,10 @@ private func updateChunkKeySums(_ state: inout SparseLayerState, chunks: Int, ch
     }
 }
 
-/// Prefill of T > 1 tokens, x [T, C] layer-normed.
-func sparseAttentionPrefill(_ x: [Float], state: inout SparseLayerState, weights w: SparseBlockWeights,
-                            options: AttentionOptions, config: ModelConfig, pool: ThreadPool?) -> [Float] {
+/// Prefill of T > 1 tokens (forward_seq): x [T, C] is the ln1 output, q, k, v its
+/// projections. Returns the attention output [T, C] before the output projection.
+func sparseAttentionPrefill(x: [Float], q: [Float], k: [Float], v: [Float], state: inout SparseLayerState,
+                            options: AttentionOptions, config: ModelConfig) -> [Float] {
     let c = config.nEmbd
     let tokens = x.count / c
 
@@ -148,8 +156,6 @@ func sparseAttentionPrefill(_ x: [Float], state: inout SparseLayerState, weights
         compressKVCache(&state, queries: x, options: options, config: config)
     }
     let ct = state.rows(nEmbd: c)
-
-    let q = w.receptance(x, pool: pool), k = w.key(x, pool: pool), v = w.value(x, pool: pool)
     state.kCache += k
     state.vCache += v
 
@@ -158,14 +164,13 @@ func sparseAttentionPrefill(_ x: [Float], state: inout SparseLayerState, weights
     // (chunks counted from the first new token), ignoring the cache entirely.
     let shortSequence = tokens + ct <= options.windowSize
     var y = [Float](repeating: 0, count: x.count)
+    var out = [Float](repeating: 0, count: c)
     for t in 0..<tokens {
         let begin = shortSequence ? 0 : ct + (t / options.chunkSize) * options.chunkSize
-        var out = [Float](repeating: 0, count: c)
         attend(q: Ops.row(q, t, c: c), state: state, ranges: [begin, ct + t + 1], into: &out, config: config)
-        for i in 0..<c { y[t * c + i] = out[i] }
+        y.replaceSubrange((t * c)..<((t + 1) * c), with: out)
     }
-    state.chunkKeySums.removeAll(keepingCapacity: true)
-    return w.output(y, pool: pool)
+    return y
 }
 
 /// Softmax attention of one query [C] over the cache rows in `ranges` (pairs of

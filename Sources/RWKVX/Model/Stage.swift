@@ -67,6 +67,7 @@ public final class Stage: @unchecked Sendable {
     public func makeState() -> SessionState { SessionState(config: config, blocks: blocks) }
 
     /// Embedding rows of `tokens` with ln0 applied: [T, C]. Needs the first stage.
+    /// Several sessions' tokens may be concatenated: each row depends on its token only.
     public func embed(_ tokens: [Int]) throws -> [Float] {
         guard let embedding else { preconditionFailure("embed called on a stage without the embedding") }
         let c = config.nEmbd
@@ -86,30 +87,59 @@ public final class Stage: @unchecked Sendable {
         return x
     }
 
-    /// Runs this stage's blocks on x [T, C]. vFirst [T, C] is empty until RWKV block 0
-    /// has run and must be passed on to later stages. The path is decode for one token.
+    /// Runs this stage's blocks on x [T, C] of one session. vFirst [T, C] is empty until
+    /// RWKV block 0 has run and must be passed on to later stages.
     public func forward(_ x: inout [Float], vFirst: inout [Float], state: inout SessionState) {
-        let path: ForwardPath = x.count == config.nEmbd ? .decode : .prefill
+        var states = [state]
+        state = SessionState()
+        forwardBatch(&x, vFirst: &vFirst, tokenCounts: [x.count / config.nEmbd], states: &states)
+        state = states[0]
+    }
+
+    /// Runs this stage's blocks on a batch of sessions in one pass over the weights.
+    /// x and vFirst are [rows, C] with session s owning the next `tokenCounts[s]` rows;
+    /// `states[s]` is session s's state. Each session's result is bit-identical to
+    /// running it alone: every kernel computes an output row independently of the others.
+    public func forwardBatch(_ x: inout [Float], vFirst: inout [Float], tokenCounts: [Int],
+                             states: inout [SessionState]) {
+        precondition(tokenCounts.count == states.count && tokenCounts.allSatisfy { $0 > 0 })
+        precondition(tokenCounts.reduce(0, +) * config.nEmbd == x.count, "x does not match the token counts")
+        var segments: [Range<Int>] = []
+        var row = 0
+        for n in tokenCounts {
+            segments.append(row..<(row + n))
+            row += n
+        }
+
         for block in blocks {
             switch block {
             case .rwkv(let i):
-                rwkvBlock(&x, vFirst: &vFirst, state: &state.rwkv[i, default: RWKVLayerState(config: config)],
-                          weights: rwkvWeights[i]!, config: config, pool: pool)
+                // Take the layer states out of the sessions so they are mutated in place.
+                var layer = states.indices.map { states[$0].rwkv.removeValue(forKey: i) ?? RWKVLayerState(config: config) }
+                rwkvBlock(&x, vFirst: &vFirst, segments: segments, states: &layer, weights: rwkvWeights[i]!,
+                          config: config, pool: pool)
+                for s in states.indices { states[s].rwkv[i] = layer[s] }
             case .sparse(let j):
-                sparseBlock(&x, path: path, state: &state.sparse[j, default: SparseLayerState(config: config)],
-                            weights: sparseWeights[j]!, options: options, config: config, pool: pool)
+                var layer = states.indices.map { states[$0].sparse.removeValue(forKey: j) ?? SparseLayerState(config: config) }
+                sparseBlock(&x, segments: segments, states: &layer, weights: sparseWeights[j]!, options: options,
+                            config: config, pool: pool)
+                for s in states.indices { states[s].sparse[j] = layer[s] }
             }
         }
     }
 
     /// Logits of the last token, or of every token when `fullOutput`: [V] or [T, V].
-    /// Needs the last stage.
+    /// Needs the last stage.  `logits(rows:)` takes any set of rows of a batch.
     public func logits(_ x: [Float], fullOutput: Bool) -> [Float] {
-        guard let head else { preconditionFailure("logits called on a stage without the head") }
         let c = config.nEmbd
         let tokens = x.count / c
-        let rows = fullOutput ? x : Ops.row(x, tokens - 1, c: c)
-        let normed = Ops.layerNorm(rows, head.lnOut, c: c)
+        return logits(rows: fullOutput ? x : Ops.row(x, tokens - 1, c: c))
+    }
+
+    /// Logits [n, V] of n rows [n, C] of the residual stream.
+    public func logits(rows: [Float]) -> [Float] {
+        guard let head else { preconditionFailure("logits called on a stage without the head") }
+        let normed = Ops.layerNorm(rows, head.lnOut, c: config.nEmbd)
         return head.head(normed, pool: pool)
     }
 }
