@@ -1,7 +1,7 @@
 // A small command-line parser: `--name value`, `--name=value`, `--flag` and
 // positionals, checked against each command's declared options.
 
-struct OptionSpec {
+struct OptionSpec: Sendable {
     let name: String
     /// Placeholder shown in help; nil for a flag that takes no value.
     let value: String?
@@ -19,7 +19,7 @@ struct UsageError: Error, CustomStringConvertible {
     var description: String { message }
 }
 
-struct Arguments {
+struct Arguments: Sendable {
     let command: String
     private(set) var values: [String: String] = [:]
     private(set) var flags: Set<String> = []
@@ -100,12 +100,12 @@ struct Arguments {
 import Foundation
 
 /// A subcommand: its options, help and body.
-struct Command {
+struct Command: Sendable {
     let name: String
     let summary: String
     let usage: String
     let options: [OptionSpec]
-    let run: (Arguments) throws -> Void
+    let run: @Sendable (Arguments) throws -> Void
 
     func helpText() -> String {
         var out = "rwkvx \(name): \(summary)\n\nusage: rwkvx \(name) \(usage)\n"

@@ -107,6 +107,11 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
     case unexpectedTensor(path: String, tensor: String)
     case wrongShape(path: String, tensor: String, expected: [Int], actual: [Int])
     case outOfBounds(path: String, tensor: String, detail: String)
+    /// A valid file that uses something the readers leave out: a compressed zip
+    /// entry, a big-endian archive, a newer pickle protocol.
+    case unsupportedFeature(path: String, detail: String)
+    /// A writer was given a tensor it cannot store as described.
+    case invalidTensor(path: String, tensor: String, detail: String)
 
     public var description: String {
         switch self {
@@ -132,6 +137,10 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
             return "\(path): tensor \(tensor) has shape \(actual), expected \(expected)"
         case .outOfBounds(let path, let tensor, let detail):
             return "\(path): tensor \(tensor) lies outside its storage: \(detail)"
+        case .unsupportedFeature(let path, let detail):
+            return "\(path) uses \(detail), which rwkvx does not read; save it again with torch.save or as safetensors"
+        case .invalidTensor(let path, let tensor, let detail):
+            return "cannot write tensor \(tensor) to \(path): \(detail)"
         }
     }
 }
