@@ -285,6 +285,13 @@ final class SamplerTests: XCTestCase {
         XCTAssertEqual(feed(&ending, ["Hi", "\nUse"]).output, "Hi\nUse", "finish releases withheld bytes")
     }
 
+    func testEmptyTokenBytesWithoutStopStrings() {
+        var checker = StopChecker(stopTokens: [0], stopStrings: [])
+        XCTAssertEqual(checker.check(token: 7, bytes: []), StopCheckResult(output: [], withheldByteCount: 0, stop: nil))
+        var withStop = StopChecker(stopTokens: [0], stopStrings: ["ab"])
+        XCTAssertEqual(withStop.check(token: 7, bytes: []), StopCheckResult(output: [], withheldByteCount: 0, stop: nil))
+    }
+
     func testStopStringInsideOneToken() {
         var checker = StopChecker(stopTokens: [], stopStrings: ["END", "\n\n"])
         let result = feed(&checker, ["abc", "d\n\nEND more"])

@@ -70,6 +70,8 @@ public func generateText<S: TokenStepper>(session: inout S, tokenizer: WorldToke
     // sample, show, decode
     let decodeStart = Date()
     while stats.generatedTokens < options.maxTokens {
+        // Ids past the tokenizer's vocabulary (a model may pad its head) have no text.
+        for id in tokenizer.vocabularySize..<max(logits.count, tokenizer.vocabularySize) { logits[id] = -.infinity }
         let token = sampler.sample(logits: &logits)
         let bytes = tokenizer.tokenBytes(token) ?? []
         let check = stopChecker.check(token: token, bytes: bytes)

@@ -84,7 +84,9 @@ public struct StopChecker: Sendable {
 
     private func earliestPartialMatch(in text: [UInt8]) -> Int {
         let longest = stopStrings.map(\.count).max() ?? 0
-        for start in max(0, text.count - longest + 1)..<max(text.count, 0) {
+        let lowest = max(0, text.count - longest + 1)
+        guard lowest < text.count else { return text.count }
+        for start in lowest..<text.count {
             let suffix = text[start...]
             if stopStrings.contains(where: { $0.count > suffix.count && $0.starts(with: suffix) }) {
                 return start
