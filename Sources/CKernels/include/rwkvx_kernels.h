@@ -81,6 +81,18 @@ void rwkvx_attention(const float *q, const void *k_cache, const void *v_cache,
 void rwkvx_dot_rows(rwkvx_dtype dtype, const float *a, const void *m, size_t ld, size_t n,
                     float *out, size_t row_begin, size_t row_end);
 
+// Quantises a row-major [rows, cols] fp32 matrix to int8 with one symmetric scale
+// per row: scales[r] = max_c |w[r][c]| / 127 and out[r][c] = round(w[r][c] / scales[r])
+// (halves away from zero), so |out| <= 127. An all-zero row gets scale 0 and zeros.
+void rwkvx_quantize_i8_rows(const float *w, size_t rows, size_t cols, int8_t *out, float *scales);
+
+// A pause hint for spin-wait loops (x86 PAUSE; nothing elsewhere).
+static inline void rwkvx_spin_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
 #ifdef __cplusplus
 }
 #endif
