@@ -13,7 +13,6 @@ static int detect_level(void) {
         && __builtin_cpu_supports("f16c");
     int avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
         && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-    // NOTE: only the scalar level is implemented so far; the SIMD levels map to it.
     if (avx512) return RWKVX_LEVEL_AVX512;
     if (avx2) return RWKVX_LEVEL_AVX2;
 #endif
@@ -58,6 +57,8 @@ const char *rwkvx_level_name(int level) {
 
 static const rwkvx_kernel_table *table(void) {
     switch (rwkvx_get_level()) {
+    case RWKVX_LEVEL_AVX512: return &rwkvx_avx512_kernels;
+    case RWKVX_LEVEL_AVX2: return &rwkvx_avx2_kernels;
     default: return &rwkvx_scalar_kernels;
     }
 }

@@ -51,5 +51,7 @@ typedef struct {
 } rwkvx_kernel_table;
 
 extern const rwkvx_kernel_table rwkvx_scalar_kernels;
+extern const rwkvx_kernel_table rwkvx_avx2_kernels;
+extern const rwkvx_kernel_table rwkvx_avx512_kernels;
 
 #endif

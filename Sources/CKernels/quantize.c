@@ -1,4 +1,5 @@
-// Int8 weight quantisation at load time (not a hot path).
+// Symmetric per-row int8 quantisation of fp32 weights (the I8 matmul format).
+// A load-time step, so it is scalar and the same on every level.
 #include "internal.h"
 
 void rwkvx_quantize_i8_rows(const float *w, size_t rows, size_t cols, int8_t *out, float *scales) {
@@ -6,14 +7,20 @@ void rwkvx_quantize_i8_rows(const float *w, size_t rows, size_t cols, int8_t *ou
         const float *row = w + r * cols;
         float max_abs = 0.0f;
         for (size_t c = 0; c < cols; c++) {
-            float a = fabsf(row[c]);
-            if (a > max_abs) max_abs = a;
+            const float magnitude = fabsf(row[c]);
+            if (magnitude > max_abs) max_abs = magnitude;
         }
-        float scale = max_abs / 127.0f;
-        float inverse = scale > 0.0f ? 1.0f / scale : 0.0f;
-        for (size_t c = 0; c < cols; c++) {
-            out[r * cols + c] = (int8_t)lrintf(row[c] * inverse);
-        }
+
+        const float scale = max_abs / 127.0f;
         scales[r] = scale;
+        for (size_t c = 0; c < cols; c++) {
+            float q = (scale > 0.0f) ? roundf(row[c] / scale) : 0.0f;
+            // Rounding of the division could push |q| just past 127; clamp so the
+            // stored value always fits.
+            if (q != q) q = 0.0f;  // a NaN weight
+            if (q > 127.0f) q = 127.0f;
+            if (q < -127.0f) q = -127.0f;
+            out[r * cols + c] = (int8_t)q;
+        }
     }
 }

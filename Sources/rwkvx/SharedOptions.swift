@@ -91,7 +91,7 @@ enum SharedOptions {
         let start = Date()
         Output.err("loading \(path) ...\n")
         let model = try Model(path: path, options: attention ?? AttentionOptions(), format: try weightFormat(args),
-                              pool: ThreadPool(threads: threads))
+                              pool: ThreadPool(threadCount: threads))
         let c = model.config
         Output.err(String(format: "loaded %@: %d RWKV + %d sparse layers, n_embd %d, vocab %d, %.1fM params, %d threads, kernels %@ (%.2f s)\n",
                           c.layout.rawValue, c.nRWKVLayer, c.nSparseLayer, c.nEmbd, c.vocabSize,

@@ -52,10 +52,6 @@ void rwkvx_matmul(rwkvx_dtype dtype, const void *w, const float *scales, size_t 
                   const float *x, size_t n_tok, float *y, size_t ldy,
                   size_t row_begin, size_t row_end);
 
-// Symmetric per-row int8 quantisation: scales[r] = max|w[r][:]| / 127 and
-// out[r][c] = round(w[r][c] / scales[r]); an all-zero row gets scale 0.
-void rwkvx_quantize_i8_rows(const float *w, size_t rows, size_t cols, int8_t *out, float *scales);
-
 // Converts n elements of a stored dtype (F32, F16, BF16) to fp32.
 void rwkvx_to_f32(rwkvx_dtype dtype, const void *src, float *dst, size_t n);
 
@@ -84,6 +80,18 @@ void rwkvx_attention(const float *q, const void *k_cache, const void *v_cache,
 // out[r - row_begin] = sum_c a[c] * m[r * ld + c] for c in [0, n), r in [row_begin, row_end).
 void rwkvx_dot_rows(rwkvx_dtype dtype, const float *a, const void *m, size_t ld, size_t n,
                     float *out, size_t row_begin, size_t row_end);
+
+// Quantises a row-major [rows, cols] fp32 matrix to int8 with one symmetric scale
+// per row: scales[r] = max_c |w[r][c]| / 127 and out[r][c] = round(w[r][c] / scales[r])
+// (halves away from zero), so |out| <= 127. An all-zero row gets scale 0 and zeros.
+void rwkvx_quantize_i8_rows(const float *w, size_t rows, size_t cols, int8_t *out, float *scales);
+
+// A pause hint for spin-wait loops (x86 PAUSE; nothing elsewhere).
+static inline void rwkvx_spin_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
 
 #ifdef __cplusplus
 }

@@ -86,9 +86,9 @@ extension Matrix {
             y.withUnsafeMutableBufferPointer { yp in
                 let xb = xp.baseAddress!, yb = yp.baseAddress!
                 if let pool, pool.threadCount > 1, rows >= 64 {
-                    let y = UnsafeSendable(yb)
-                    pool.parallelRows(rows, alignment: 16) { range in
-                        self.apply(xb, nTok: nTok, into: y.value, rows: range)
+                    let x = SendablePointer(mutating: xb), y = SendablePointer(yb)
+                    pool.parallelFor(rows, alignment: 16) { range in
+                        self.apply(x.base, nTok: nTok, into: y.base, rows: range)
                     }
                 } else {
                     apply(xb, nTok: nTok, into: yb, rows: 0..<rows)

@@ -149,7 +149,7 @@ private func wkv7(states: inout [RWKVLayerState], segments: [Range<Int>], r: [Fl
             let p = WKVPointers(state: f.baseAddress!, r: rp.baseAddress!, w: wp.baseAddress!, k: kp.baseAddress!,
                                 v: vp.baseAddress!, kk: kkp.baseAddress!, a: ap.baseAddress!, y: yp.baseAddress!)
             let work = segments.count * heads
-            let run = { (range: Range<Int>) in
+            let run: @Sendable (Range<Int>) -> Void = { range in
                 for item in range {
                     let s = item / heads, head = item % heads
                     for t in segments[s] {
@@ -159,7 +159,7 @@ private func wkv7(states: inout [RWKVLayerState], segments: [Range<Int>], r: [Fl
                 }
             }
             if let pool, pool.threadCount > 1, work > 1 {
-                pool.parallelRows(work, alignment: 1, run)
+                pool.parallelFor(work, alignment: 1, run)
             } else {
                 run(0..<work)
             }

@@ -1,0 +1,388 @@
+// AVX2 kernels (with FMA and F16C), 8 fp32 lanes.
+//
+// Every dot product, whatever the batch, runs the same arithmetic: one 8-lane
+// accumulator per (row, token), fused multiply-adds over the columns in order, a
+// zero-padded tail, then the fixed reduction tree of sum4(). Register tiles only
+// change how many of these independent accumulators are live at once, so a row's
+// result does not depend on n_tok, on the row range or on the other rows.
+//
+// Weights are converted to fp32 in registers (F16 by vcvtph2ps, BF16 by a 16-bit
+// shift, I8 by sign extension), which is exact, so the only difference from the
+// scalar reference is the order of the additions.
+#include <immintrin.h>
+#include "internal.h"
+
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+
+#define LANES 8
+
+// Rows and tokens in one prefill register tile: 8 accumulators, 2 converted
+// weight vectors and 4 activation vectors leave room in the 16 ymm registers.
+#define TILE_ROWS 2
+#define TILE_TOKENS 4
+
+// Rows of a single-token (matrix-vector) pass: 8 independent FMA chains.
+#define MATVEC_ROWS 8
+
+// Matrix-vector passes prefetch, into L2, the rows this many 8-row blocks ahead
+// at the current column. Without it, a weight read from DRAM converts too slowly
+// for the out-of-order window to keep enough cache misses in flight: bf16 at
+// 65536 x 768 went from 11 to 20 GB/s (one Zen 4 vCPU, plain reads reach 22-25).
+// Addresses past the last row are harmless: prefetches never fault.
+#define PREFETCH_BLOCKS 2
+
+static inline __attribute__((always_inline)) size_t element_size(rwkvx_dtype dt) {
+    switch (dt) {
+    case RWKVX_DTYPE_F32: return 4;
+    case RWKVX_DTYPE_F16:
+    case RWKVX_DTYPE_BF16: return 2;
+    case RWKVX_DTYPE_I8: return 1;
+    }
+    return 4;
+}
+
+// Loads 8 elements of base[i...] as fp32.
+static inline __attribute__((always_inline)) __m256 load8(rwkvx_dtype dt, const void *base, size_t i) {
+    switch (dt) {
+    case RWKVX_DTYPE_F32:
+        return _mm256_loadu_ps((const float *)base + i);
+    case RWKVX_DTYPE_F16:
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)base + i)));
+    case RWKVX_DTYPE_BF16: {
+        __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)base + i)));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+    }
+    case RWKVX_DTYPE_I8:
+        return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((const int8_t *)base + i))));
+    }
+    return _mm256_setzero_ps();
+}
+
+// Loads the `count` (< 8) elements of base[i...] as fp32, zero in the other lanes,
+// without reading past them: they are copied into a zeroed buffer first.
+static inline __attribute__((always_inline)) __m256 load8_partial(rwkvx_dtype dt, const void *base, size_t i,
+                                                                  size_t count) {
+    _Alignas(32) unsigned char buffer[LANES * sizeof(float)] = {0};
+    const size_t esize = element_size(dt);
+    memcpy(buffer, (const char *)base + i * esize, count * esize);
+    return load8(dt, buffer, 0);
+}
+
+// Horizontal sums of four accumulators, returned as [sum a, sum b, sum c, sum d].
+// The tree is fixed: lane i + lane i+4, then pairs (0+1, 2+3), then their sum.
+// sum1() feeds the same vector four times, so a lone sum has identical rounding.
+static inline __attribute__((always_inline)) __m128 sum4(__m256 a, __m256 b, __m256 c, __m256 d) {
+    __m256 ab = _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+    __m256 cd = _mm256_add_ps(_mm256_permute2f128_ps(c, d, 0x20), _mm256_permute2f128_ps(c, d, 0x31));
+    __m256 pairs = _mm256_hadd_ps(ab, cd);     // [a01 a23 c01 c23 | b01 b23 d01 d23]
+    __m256 sums = _mm256_hadd_ps(pairs, pairs); // [a c a c | b d b d]
+    return _mm_unpacklo_ps(_mm256_castps256_ps128(sums), _mm256_extractf128_ps(sums, 1));
+}
+
+static inline __attribute__((always_inline)) float sum1(__m256 a) {
+    return _mm_cvtss_f32(sum4(a, a, a, a));
+}
+
+// ---------------------------------------------------------------------------
+// Matrix-vector passes: one token against rows [r_begin, r_end) of a matrix whose
+// rows start ld elements apart; out[r - r_begin] = row r . x over n columns.
+
+static inline __attribute__((always_inline)) void dot_rows_block(rwkvx_dtype dt, const void *m, size_t ld, size_t n,
+                                                                 const float *x, size_t r, float *out) {
+    const size_t esize = element_size(dt);
+    const char *rows[MATVEC_ROWS];
+    for (int j = 0; j < MATVEC_ROWS; j++) rows[j] = (const char *)m + (r + j) * ld * esize;
+
+    const size_t ahead = PREFETCH_BLOCKS * MATVEC_ROWS * ld * esize;
+    __m256 acc[MATVEC_ROWS];
+    for (int j = 0; j < MATVEC_ROWS; j++) acc[j] = _mm256_setzero_ps();
+    size_t c = 0;
+    for (; c + LANES <= n; c += LANES) {
+        const __m256 xv = _mm256_loadu_ps(x + c);
+        for (int j = 0; j < MATVEC_ROWS; j++) {
+            if ((c * esize) % 64 == 0) _mm_prefetch(rows[j] + ahead + c * esize, _MM_HINT_T1);
+            acc[j] = _mm256_fmadd_ps(load8(dt, rows[j], c), xv, acc[j]);
+        }
+    }
+    if (c < n) {
+        const __m256 xv = load8_partial(RWKVX_DTYPE_F32, x, c, n - c);
+        for (int j = 0; j < MATVEC_ROWS; j++) {
+            acc[j] = _mm256_fmadd_ps(load8_partial(dt, rows[j], c, n - c), xv, acc[j]);
+        }
+    }
+    for (int j = 0; j < MATVEC_ROWS; j += 4) {
+        _mm_storeu_ps(out + j, sum4(acc[j], acc[j + 1], acc[j + 2], acc[j + 3]));
+    }
+}
+
+static inline __attribute__((always_inline)) float dot_one_row(rwkvx_dtype dt, const void *m, size_t ld, size_t n,
+                                                               const float *x, size_t r) {
+    const char *row = (const char *)m + r * ld * element_size(dt);
+    __m256 acc = _mm256_setzero_ps();
+    size_t c = 0;
+    for (; c + LANES <= n; c += LANES) {
+        acc = _mm256_fmadd_ps(load8(dt, row, c), _mm256_loadu_ps(x + c), acc);
+    }
+    if (c < n) {
+        acc = _mm256_fmadd_ps(load8_partial(dt, row, c, n - c), load8_partial(RWKVX_DTYPE_F32, x, c, n - c), acc);
+    }
+    return sum1(acc);
+}
+
+static inline __attribute__((always_inline)) void dot_rows_typed(rwkvx_dtype dt, const void *m, size_t ld, size_t n,
+                                                                 const float *x, float *out,
+                                                                 size_t r_begin, size_t r_end) {
+    size_t r = r_begin;
+    for (; r + MATVEC_ROWS <= r_end; r += MATVEC_ROWS) {
+        dot_rows_block(dt, m, ld, n, x, r, out + (r - r_begin));
+    }
+    for (; r < r_end; r++) out[r - r_begin] = dot_one_row(dt, m, ld, n, x, r);
+}
+
+// ---------------------------------------------------------------------------
+// Prefill tile: TILE_TOKENS tokens against `nrows` (1 or TILE_ROWS) rows. Each
+// weight vector is converted once and used for every token of the tile.
+
+static inline __attribute__((always_inline)) void matmul_tile(rwkvx_dtype dt, const void *w, size_t cols,
+                                                              const float *x, float *y, size_t ldy,
+                                                              size_t r, int nrows, const float *scales) {
+    const size_t esize = element_size(dt);
+    const char *rows[TILE_ROWS];
+    for (int j = 0; j < nrows; j++) rows[j] = (const char *)w + (r + j) * cols * esize;
+
+    __m256 acc[TILE_ROWS][TILE_TOKENS];
+    for (int j = 0; j < nrows; j++)
+        for (int t = 0; t < TILE_TOKENS; t++) acc[j][t] = _mm256_setzero_ps();
+
+    size_t c = 0;
+    for (; c + LANES <= cols; c += LANES) {
+        __m256 wv[TILE_ROWS];
+        for (int j = 0; j < nrows; j++) wv[j] = load8(dt, rows[j], c);
+        for (int t = 0; t < TILE_TOKENS; t++) {
+            const __m256 xv = _mm256_loadu_ps(x + t * cols + c);
+            for (int j = 0; j < nrows; j++) acc[j][t] = _mm256_fmadd_ps(wv[j], xv, acc[j][t]);
+        }
+    }
+    if (c < cols) {
+        __m256 wv[TILE_ROWS];
+        for (int j = 0; j < nrows; j++) wv[j] = load8_partial(dt, rows[j], c, cols - c);
+        for (int t = 0; t < TILE_TOKENS; t++) {
+            const __m256 xv = load8_partial(RWKVX_DTYPE_F32, x + t * cols, c, cols - c);
+            for (int j = 0; j < nrows; j++) acc[j][t] = _mm256_fmadd_ps(wv[j], xv, acc[j][t]);
+        }
+    }
+
+    for (int j = 0; j < nrows; j++) {
+        float sums[TILE_TOKENS];
+        _mm_storeu_ps(sums, sum4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]));
+        const float scale = (dt == RWKVX_DTYPE_I8) ? scales[r + j] : 1.0f;
+        for (int t = 0; t < TILE_TOKENS; t++) {
+            y[t * ldy + r + j] = (dt == RWKVX_DTYPE_I8) ? sums[t] * scale : sums[t];
+        }
+    }
+}
+
+// Tokens per outer block: the block's activations (at most 64 x cols x 4 bytes)
+// stay in L2 while the weight rows of the range stream past them once.
+#define TOKEN_BLOCK 64
+
+static inline __attribute__((always_inline)) void matmul_typed(rwkvx_dtype dt, const void *w, const float *scales,
+                                                               size_t cols, const float *x, size_t n_tok,
+                                                               float *y, size_t ldy,
+                                                               size_t row_begin, size_t row_end) {
+    const size_t tiled_tokens = n_tok - n_tok % TILE_TOKENS;
+    for (size_t t0 = 0; t0 < tiled_tokens; t0 += TOKEN_BLOCK) {
+        const size_t t_end = (t0 + TOKEN_BLOCK < tiled_tokens) ? t0 + TOKEN_BLOCK : tiled_tokens;
+        size_t r = row_begin;
+        for (; r + TILE_ROWS <= row_end; r += TILE_ROWS) {
+            for (size_t t = t0; t < t_end; t += TILE_TOKENS) {
+                matmul_tile(dt, w, cols, x + t * cols, y + t * ldy, ldy, r, TILE_ROWS, scales);
+            }
+        }
+        for (; r < row_end; r++) {
+            for (size_t t = t0; t < t_end; t += TILE_TOKENS) {
+                matmul_tile(dt, w, cols, x + t * cols, y + t * ldy, ldy, r, 1, scales);
+            }
+        }
+    }
+
+    // Leftover tokens (and the whole of a decode call) take the matrix-vector pass.
+    for (size_t t = tiled_tokens; t < n_tok; t++) {
+        float *yt = y + t * ldy;
+        dot_rows_typed(dt, w, cols, cols, x + t * cols, yt + row_begin, row_begin, row_end);
+        if (dt == RWKVX_DTYPE_I8) {
+            for (size_t r = row_begin; r < row_end; r++) yt[r] *= scales[r];
+        }
+    }
+}
+
+static void avx2_matmul(rwkvx_dtype dtype, const void *w, const float *scales, size_t cols,
+                        const float *x, size_t n_tok, float *y, size_t ldy,
+                        size_t row_begin, size_t row_end) {
+    switch (dtype) {
+    case RWKVX_DTYPE_F32: matmul_typed(RWKVX_DTYPE_F32, w, scales, cols, x, n_tok, y, ldy, row_begin, row_end); break;
+    case RWKVX_DTYPE_F16: matmul_typed(RWKVX_DTYPE_F16, w, scales, cols, x, n_tok, y, ldy, row_begin, row_end); break;
+    case RWKVX_DTYPE_BF16: matmul_typed(RWKVX_DTYPE_BF16, w, scales, cols, x, n_tok, y, ldy, row_begin, row_end); break;
+    case RWKVX_DTYPE_I8: matmul_typed(RWKVX_DTYPE_I8, w, scales, cols, x, n_tok, y, ldy, row_begin, row_end); break;
+    }
+}
+
+static void avx2_dot_rows(rwkvx_dtype dtype, const float *a, const void *m, size_t ld, size_t n,
+                          float *out, size_t row_begin, size_t row_end) {
+    switch (dtype) {
+    case RWKVX_DTYPE_F32: dot_rows_typed(RWKVX_DTYPE_F32, m, ld, n, a, out, row_begin, row_end); break;
+    case RWKVX_DTYPE_F16: dot_rows_typed(RWKVX_DTYPE_F16, m, ld, n, a, out, row_begin, row_end); break;
+    case RWKVX_DTYPE_BF16: dot_rows_typed(RWKVX_DTYPE_BF16, m, ld, n, a, out, row_begin, row_end); break;
+    case RWKVX_DTYPE_I8: dot_rows_typed(RWKVX_DTYPE_I8, m, ld, n, a, out, row_begin, row_end); break;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// WKV-7, vectorised over the key index j; four value rows i share one reduction.
+// A head size that is not a multiple of 8 finishes each row with the scalar
+// formula below, which is the same for every call.
+
+static inline __attribute__((always_inline)) float wkv7_row_sa(const float *row, const float *kk, size_t n,
+                                                               __m256 *acc_out) {
+    __m256 acc = _mm256_setzero_ps();
+    size_t j = 0;
+    for (; j + LANES <= n; j += LANES) acc = _mm256_fmadd_ps(_mm256_loadu_ps(row + j), _mm256_loadu_ps(kk + j), acc);
+    *acc_out = acc;
+    float tail = 0.0f;
+    for (; j < n; j++) tail += row[j] * kk[j];
+    return tail;
+}
+
+static inline __attribute__((always_inline)) float wkv7_row_update(float *row, float sa, float vi, const float *w,
+                                                                   const float *k, const float *kk, const float *a,
+                                                                   const float *r, size_t n, __m256 *acc_out) {
+    const __m256 sav = _mm256_set1_ps(sa), viv = _mm256_set1_ps(vi);
+    __m256 out = _mm256_setzero_ps();
+    size_t j = 0;
+    for (; j + LANES <= n; j += LANES) {
+        const __m256 kka = _mm256_mul_ps(_mm256_loadu_ps(kk + j), _mm256_loadu_ps(a + j));
+        __m256 s = _mm256_mul_ps(_mm256_loadu_ps(row + j), _mm256_loadu_ps(w + j));
+        s = _mm256_fnmadd_ps(sav, kka, s);
+        s = _mm256_fmadd_ps(viv, _mm256_loadu_ps(k + j), s);
+        _mm256_storeu_ps(row + j, s);
+        out = _mm256_fmadd_ps(s, _mm256_loadu_ps(r + j), out);
+    }
+    *acc_out = out;
+    float tail = 0.0f;
+    for (; j < n; j++) {
+        const float updated = row[j] * w[j] - sa * (kk[j] * a[j]) + vi * k[j];
+        row[j] = updated;
+        tail += updated * r[j];
+    }
+    return tail;
+}
+
+static void avx2_wkv7_step(size_t head_size, float *state,
+                           const float *r, const float *w, const float *k, const float *v,
+                           const float *kk, const float *a, float *y,
+                           size_t h_begin, size_t h_end) {
+    const size_t n = head_size;
+    for (size_t h = h_begin; h < h_end; h++) {
+        float *s = state + h * n * n;
+        const size_t o = h * n;
+        size_t i = 0;
+        for (; i + 4 <= n; i += 4) {
+            __m256 acc[4];
+            float tails[4], sa[4], out[4];
+            for (int u = 0; u < 4; u++) tails[u] = wkv7_row_sa(s + (i + u) * n, kk + o, n, &acc[u]);
+            _mm_storeu_ps(sa, sum4(acc[0], acc[1], acc[2], acc[3]));
+            for (int u = 0; u < 4; u++) {
+                tails[u] = wkv7_row_update(s + (i + u) * n, sa[u] + tails[u], v[o + i + u], w + o, k + o, kk + o,
+                                           a + o, r + o, n, &acc[u]);
+            }
+            _mm_storeu_ps(out, sum4(acc[0], acc[1], acc[2], acc[3]));
+            for (int u = 0; u < 4; u++) y[o + i + u] = out[u] + tails[u];
+        }
+        for (; i < n; i++) {
+            __m256 acc;
+            const float sa_tail = wkv7_row_sa(s + i * n, kk + o, n, &acc);
+            const float sa = sum1(acc) + sa_tail;
+            const float y_tail = wkv7_row_update(s + i * n, sa, v[o + i], w + o, k + o, kk + o, a + o, r + o, n, &acc);
+            y[o + i] = sum1(acc) + y_tail;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Attention of one query over selected cache rows.
+
+static inline __attribute__((always_inline)) void attention_typed(rwkvx_dtype dt, const float *q, const void *k_cache,
+                                                                  const void *v_cache, size_t ld, size_t head_size,
+                                                                  const size_t *ranges, size_t n_ranges, float scale,
+                                                                  float *scratch, float *y, size_t h_begin, size_t h_end) {
+    const size_t esize = element_size(dt);
+    for (size_t h = h_begin; h < h_end; h++) {
+        const size_t col = h * head_size;
+
+        // Scores of every selected row, and their max for a stable softmax.
+        size_t n = 0;
+        float max_score = -INFINITY;
+        for (size_t g = 0; g < n_ranges; g++) {
+            for (size_t row = ranges[2 * g]; row < ranges[2 * g + 1]; row++) {
+                const float s = dot_one_row(dt, (const char *)k_cache + col * esize, ld, head_size, q + col, row) * scale;
+                scratch[n++] = s;
+                if (s > max_score) max_score = s;
+            }
+        }
+
+        // Softmax weights, normalised in place.
+        float total = 0.0f;
+        for (size_t i = 0; i < n; i++) {
+            scratch[i] = expf(scratch[i] - max_score);
+            total += scratch[i];
+        }
+        for (size_t i = 0; i < n; i++) scratch[i] /= total;
+
+        // Weighted sum of the value rows, one 8-column chunk at a time in a register.
+        const char *v_head = (const char *)v_cache + col * esize;
+        for (size_t d = 0; d < head_size; d += LANES) {
+            const size_t count = (head_size - d < LANES) ? head_size - d : LANES;
+            __m256 acc = _mm256_setzero_ps();
+            size_t i = 0;
+            for (size_t g = 0; g < n_ranges; g++) {
+                for (size_t row = ranges[2 * g]; row < ranges[2 * g + 1]; row++, i++) {
+                    const __m256 vv = (count == LANES) ? load8(dt, v_head, row * ld + d)
+                                                       : load8_partial(dt, v_head, row * ld + d, count);
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(scratch[i]), vv, acc);
+                }
+            }
+            _Alignas(32) float lanes[LANES];
+            _mm256_store_ps(lanes, acc);
+            memcpy(y + col + d, lanes, count * sizeof(float));
+        }
+    }
+}
+
+static void avx2_attention(const float *q, const void *k_cache, const void *v_cache,
+                           rwkvx_dtype cache_dtype, size_t ld, size_t head_size,
+                           const size_t *ranges, size_t n_ranges, float scale,
+                           float *scratch, float *y, size_t h_begin, size_t h_end) {
+    switch (cache_dtype) {
+    case RWKVX_DTYPE_F32:
+        attention_typed(RWKVX_DTYPE_F32, q, k_cache, v_cache, ld, head_size, ranges, n_ranges, scale, scratch, y, h_begin, h_end);
+        break;
+    case RWKVX_DTYPE_F16:
+        attention_typed(RWKVX_DTYPE_F16, q, k_cache, v_cache, ld, head_size, ranges, n_ranges, scale, scratch, y, h_begin, h_end);
+        break;
+    case RWKVX_DTYPE_BF16:
+        attention_typed(RWKVX_DTYPE_BF16, q, k_cache, v_cache, ld, head_size, ranges, n_ranges, scale, scratch, y, h_begin, h_end);
+        break;
+    case RWKVX_DTYPE_I8:
+        attention_typed(RWKVX_DTYPE_I8, q, k_cache, v_cache, ld, head_size, ranges, n_ranges, scale, scratch, y, h_begin, h_end);
+        break;
+    }
+}
+
+#pragma clang attribute pop
+
+const rwkvx_kernel_table rwkvx_avx2_kernels = {
+    .matmul = avx2_matmul,
+    .wkv7_step = avx2_wkv7_step,
+    .attention = avx2_attention,
+    .dot_rows = avx2_dot_rows,
+};

@@ -1,0 +1,400 @@
+// AVX-512 kernels (F, BW, VL, DQ with FMA and F16C), 16 fp32 lanes.
+//
+// Every dot product, whatever the batch, runs the same arithmetic: one 16-lane
+// accumulator per (row, token), fused multiply-adds over the columns in order, a
+// zero-masked tail, then the fixed reduction tree of sum4(). Register tiles only
+// change how many of these independent accumulators are live at once, so a row's
+// result does not depend on n_tok, on the row range or on the other rows.
+//
+// Weights are converted to fp32 in registers (F16 by vcvtph2ps, BF16 by a 16-bit
+// shift, I8 by sign extension), which is exact, so the only difference from the
+// scalar reference is the order of the additions.
+//
+// NOTE: AVX512_BF16 (vdpbf16ps) and VNNI (vpdpbusd) are not used, although the
+// dispatcher could check for them: both need the activations rounded to bf16 or
+// quantised to int8, which moves results by about 1e-3 relative instead of the
+// 1e-6 the fp32 reference allows.
+#include <immintrin.h>
+#include "internal.h"
+
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"))), apply_to = function)
+
+#define LANES 16
+
+// Rows and tokens in one prefill register tile: 16 accumulators, 4 converted
+// weight vectors and 4 activation vectors fit the 32 zmm registers.
+#define TILE_ROWS 4
+#define TILE_TOKENS 4
+
+// Rows of a single-token (matrix-vector) pass: 8 independent FMA chains.
+#define MATVEC_ROWS 8
+
+// Matrix-vector passes prefetch, into L2, the rows this many 8-row blocks ahead
+// at the current column. Without it, a weight read from DRAM converts too slowly
+// for the out-of-order window to keep enough cache misses in flight: bf16 at
+// 65536 x 768 went from 11 to 20 GB/s (one Zen 4 vCPU, plain reads reach 22-25).
+// Addresses past the last row are harmless: prefetches never fault.
+#define PREFETCH_BLOCKS 2
+
+static inline __attribute__((always_inline)) size_t element_size(rwkvx_dtype dt) {
+    switch (dt) {
+    case RWKVX_DTYPE_F32: return 4;
+    case RWKVX_DTYPE_F16:
+    case RWKVX_DTYPE_BF16: return 2;
+    case RWKVX_DTYPE_I8: return 1;
+    }
+    return 4;
+}
+
+// Loads 16 elements of base[i...] as fp32.
+static inline __attribute__((always_inline)) __m512 load16(rwkvx_dtype dt, const void *base, size_t i) {
+    switch (dt) {
+    case RWKVX_DTYPE_F32:
+        return _mm512_loadu_ps((const float *)base + i);
+    case RWKVX_DTYPE_F16:
+        return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)base + i)));
+    case RWKVX_DTYPE_BF16: {
+        __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)base + i)));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+    }
+    case RWKVX_DTYPE_I8:
+        return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)((const int8_t *)base + i))));
+    }
+    return _mm512_setzero_ps();
+}
+
+// Loads the elements of base[i...] selected by mask as fp32, zero elsewhere;
+// masked-off elements are not read, so the tail never touches memory past the row.
+static inline __attribute__((always_inline)) __m512 load16_masked(rwkvx_dtype dt, const void *base, size_t i, __mmask16 mask) {
+    switch (dt) {
+    case RWKVX_DTYPE_F32:
+        return _mm512_maskz_loadu_ps(mask, (const float *)base + i);
+    case RWKVX_DTYPE_F16:
+        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)base + i));
+    case RWKVX_DTYPE_BF16: {
+        __m512i wide = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)base + i));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+    }
+    case RWKVX_DTYPE_I8:
+        return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, (const int8_t *)base + i)));
+    }
+    return _mm512_setzero_ps();
+}
+
+static inline __mmask16 tail_mask(size_t remaining) {
+    return (__mmask16)((1u << remaining) - 1u);
+}
+
+// Horizontal sums of four accumulators, returned as [sum a, sum b, sum c, sum d].
+// The tree is fixed: lane i + lane i+8, then i + i+4, then i + i+2, then i + i+1.
+// sum1() feeds the same vector four times, so a lone sum has identical rounding.
+static inline __attribute__((always_inline)) __m128 sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+    __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512 abcd = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(2, 0, 2, 0)),
+                                _mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(3, 1, 3, 1)));
+    abcd = _mm512_add_ps(abcd, _mm512_permute_ps(abcd, _MM_SHUFFLE(1, 0, 3, 2)));
+    abcd = _mm512_add_ps(abcd, _mm512_permute_ps(abcd, _MM_SHUFFLE(2, 3, 0, 1)));
+    const __m512i firsts = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    return _mm512_castps512_ps128(_mm512_permutexvar_ps(firsts, abcd));
+}
+
+static inline __attribute__((always_inline)) float sum1(__m512 a) {
+    return _mm_cvtss_f32(sum4(a, a, a, a));
+}
+
+// ---------------------------------------------------------------------------
+// Matrix-vector passes: one token against rows [r_begin, r_end) of a matrix whose
+// rows start ld elements apart; out[r - r_begin] = row r . x over n columns.
+
+static inline __attribute__((always_inline)) void dot_rows_block(rwkvx_dtype dt, const void *m, size_t ld, size_t n,
+                                                                 const float *x, size_t r, float *out) {
+    const size_t esize = element_size(dt);
+    const char *rows[MATVEC_ROWS];
+    for (int j = 0; j < MATVEC_ROWS; j++) rows[j] = (const char *)m + (r + j) * ld * esize;
+
+    const size_t ahead = PREFETCH_BLOCKS * MATVEC_ROWS * ld * esize;
+    __m512 acc[MATVEC_ROWS];
+    for (int j = 0; j < MATVEC_ROWS; j++) acc[j] = _mm512_setzero_ps();
+    size_t c = 0;
+    for (; c + LANES <= n; c += LANES) {
+        const __m512 xv = _mm512_loadu_ps(x + c);
+        for (int j = 0; j < MATVEC_ROWS; j++) {
+            if ((c * esize) % 64 == 0) _mm_prefetch(rows[j] + ahead + c * esize, _MM_HINT_T1);
+            acc[j] = _mm512_fmadd_ps(load16(dt, rows[j], c), xv, acc[j]);
+        }
+    }
+    if (c < n) {
+        const __mmask16 mask = tail_mask(n - c);
+        const __m512 xv = _mm512_maskz_loadu_ps(mask, x + c);
+        for (int j = 0; j < MATVEC_ROWS; j++) {
+            acc[j] = _mm512_fmadd_ps(load16_masked(dt, rows[j], c, mask), xv, acc[j]);
+        }
+    }
+    for (int j = 0; j < MATVEC_ROWS; j += 4) {
+        _mm_storeu_ps(out + j, sum4(acc[j], acc[j + 1], acc[j + 2], acc[j + 3]));
+    }
+}
+
+static inline __attribute__((always_inline)) float dot_one_row(rwkvx_dtype dt, const void *m, size_t ld, size_t n,
+                                                               const float *x, size_t r) {
+    const char *row = (const char *)m + r * ld * element_size(dt);
+    __m512 acc = _mm512_setzero_ps();
+    size_t c = 0;
+    for (; c + LANES <= n; c += LANES) {
+        acc = _mm512_fmadd_ps(load16(dt, row, c), _mm512_loadu_ps(x + c), acc);
+    }
+    if (c < n) {
+        const __mmask16 mask = tail_mask(n - c);
+        acc = _mm512_fmadd_ps(load16_masked(dt, row, c, mask), _mm512_maskz_loadu_ps(mask, x + c), acc);
+    }
+    return sum1(acc);
+}
+
+static inline __attribute__((always_inline)) void dot_rows_typed(rwkvx_dtype dt, const void *m, size_t ld, size_t n,
+                                                                 const float *x, float *out,
+                                                                 size_t r_begin, size_t r_end) {
+    size_t r = r_begin;
+    for (; r + MATVEC_ROWS <= r_end; r += MATVEC_ROWS) {
+        dot_rows_block(dt, m, ld, n, x, r, out + (r - r_begin));
+    }
+    for (; r < r_end; r++) out[r - r_begin] = dot_one_row(dt, m, ld, n, x, r);
+}
+
+// ---------------------------------------------------------------------------
+// Prefill tile: TILE_TOKENS tokens against `nrows` (1 or TILE_ROWS) rows. Each
+// weight vector is converted once and used for every token of the tile.
+
+static inline __attribute__((always_inline)) void matmul_tile(rwkvx_dtype dt, const void *w, size_t cols,
+                                                              const float *x, float *y, size_t ldy,
+                                                              size_t r, int nrows, const float *scales) {
+    const size_t esize = element_size(dt);
+    const char *rows[TILE_ROWS];
+    for (int j = 0; j < nrows; j++) rows[j] = (const char *)w + (r + j) * cols * esize;
+
+    __m512 acc[TILE_ROWS][TILE_TOKENS];
+    for (int j = 0; j < nrows; j++)
+        for (int t = 0; t < TILE_TOKENS; t++) acc[j][t] = _mm512_setzero_ps();
+
+    size_t c = 0;
+    for (; c + LANES <= cols; c += LANES) {
+        __m512 xv[TILE_TOKENS];
+        for (int t = 0; t < TILE_TOKENS; t++) xv[t] = _mm512_loadu_ps(x + t * cols + c);
+        for (int j = 0; j < nrows; j++) {
+            const __m512 wv = load16(dt, rows[j], c);
+            for (int t = 0; t < TILE_TOKENS; t++) acc[j][t] = _mm512_fmadd_ps(wv, xv[t], acc[j][t]);
+        }
+    }
+    if (c < cols) {
+        const __mmask16 mask = tail_mask(cols - c);
+        __m512 xv[TILE_TOKENS];
+        for (int t = 0; t < TILE_TOKENS; t++) xv[t] = _mm512_maskz_loadu_ps(mask, x + t * cols + c);
+        for (int j = 0; j < nrows; j++) {
+            const __m512 wv = load16_masked(dt, rows[j], c, mask);
+            for (int t = 0; t < TILE_TOKENS; t++) acc[j][t] = _mm512_fmadd_ps(wv, xv[t], acc[j][t]);
+        }
+    }
+
+    for (int j = 0; j < nrows; j++) {
+        float sums[TILE_TOKENS];
+        _mm_storeu_ps(sums, sum4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]));
+        const float scale = (dt == RWKVX_DTYPE_I8) ? scales[r + j] : 1.0f;
+        for (int t = 0; t < TILE_TOKENS; t++) {
+            y[t * ldy + r + j] = (dt == RWKVX_DTYPE_I8) ? sums[t] * scale : sums[t];
+        }
+    }
+}
+
+// Tokens per outer block: the block's activations (at most 64 x cols x 4 bytes)
+// stay in L2 while the weight rows of the range stream past them once.
+#define TOKEN_BLOCK 64
+
+static inline __attribute__((always_inline)) void matmul_typed(rwkvx_dtype dt, const void *w, const float *scales,
+                                                               size_t cols, const float *x, size_t n_tok,
+                                                               float *y, size_t ldy,
+                                                               size_t row_begin, size_t row_end) {
+    const size_t tiled_tokens = n_tok - n_tok % TILE_TOKENS;
+    for (size_t t0 = 0; t0 < tiled_tokens; t0 += TOKEN_BLOCK) {
+        const size_t t_end = (t0 + TOKEN_BLOCK < tiled_tokens) ? t0 + TOKEN_BLOCK : tiled_tokens;
+        size_t r = row_begin;
+        for (; r + TILE_ROWS <= row_end; r += TILE_ROWS) {
+            for (size_t t = t0; t < t_end; t += TILE_TOKENS) {
+                matmul_tile(dt, w, cols, x + t * cols, y + t * ldy, ldy, r, TILE_ROWS, scales);
+            }
+        }
+        for (; r < row_end; r++) {
+            for (size_t t = t0; t < t_end; t += TILE_TOKENS) {
+                matmul_tile(dt, w, cols, x + t * cols, y + t * ldy, ldy, r, 1, scales);
+            }
+        }
+    }
+
+    // Leftover tokens (and the whole of a decode call) take the matrix-vector pass.
+    for (size_t t = tiled_tokens; t < n_tok; t++) {
+        float *yt = y + t * ldy;
+        dot_rows_typed(dt, w, cols, cols, x + t * cols, yt + row_begin, row_begin, row_end);
+        if (dt == RWKVX_DTYPE_I8) {
+            for (size_t r = row_begin; r < row_end; r++) yt[r] *= scales[r];
+        }
+    }
+}
+
+static void avx512_matmul(rwkvx_dtype dtype, const void *w, const float *scales, size_t cols,
+                          const float *x, size_t n_tok, float *y, size_t ldy,
+                          size_t row_begin, size_t row_end) {
+    switch (dtype) {
+    case RWKVX_DTYPE_F32: matmul_typed(RWKVX_DTYPE_F32, w, scales, cols, x, n_tok, y, ldy, row_begin, row_end); break;
+    case RWKVX_DTYPE_F16: matmul_typed(RWKVX_DTYPE_F16, w, scales, cols, x, n_tok, y, ldy, row_begin, row_end); break;
+    case RWKVX_DTYPE_BF16: matmul_typed(RWKVX_DTYPE_BF16, w, scales, cols, x, n_tok, y, ldy, row_begin, row_end); break;
+    case RWKVX_DTYPE_I8: matmul_typed(RWKVX_DTYPE_I8, w, scales, cols, x, n_tok, y, ldy, row_begin, row_end); break;
+    }
+}
+
+static void avx512_dot_rows(rwkvx_dtype dtype, const float *a, const void *m, size_t ld, size_t n,
+                            float *out, size_t row_begin, size_t row_end) {
+    switch (dtype) {
+    case RWKVX_DTYPE_F32: dot_rows_typed(RWKVX_DTYPE_F32, m, ld, n, a, out, row_begin, row_end); break;
+    case RWKVX_DTYPE_F16: dot_rows_typed(RWKVX_DTYPE_F16, m, ld, n, a, out, row_begin, row_end); break;
+    case RWKVX_DTYPE_BF16: dot_rows_typed(RWKVX_DTYPE_BF16, m, ld, n, a, out, row_begin, row_end); break;
+    case RWKVX_DTYPE_I8: dot_rows_typed(RWKVX_DTYPE_I8, m, ld, n, a, out, row_begin, row_end); break;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// WKV-7, vectorised over the key index j; four value rows i share one reduction.
+
+static inline __attribute__((always_inline)) __mmask16 chunk_mask(size_t n, size_t j) {
+    return (n - j >= LANES) ? (__mmask16)0xffff : tail_mask(n - j);
+}
+
+// One value row: sa = S[i] . kk, then S'[i] = S[i] w - sa kk a + v[i] k; returns S'[i] . r.
+static inline __attribute__((always_inline)) __m512 wkv7_row_sa(const float *row, const float *kk, size_t n) {
+    __m512 acc = _mm512_setzero_ps();
+    for (size_t j = 0; j < n; j += LANES) {
+        const __mmask16 mask = chunk_mask(n, j);
+        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, row + j), _mm512_maskz_loadu_ps(mask, kk + j), acc);
+    }
+    return acc;
+}
+
+static inline __attribute__((always_inline)) __m512 wkv7_row_update(float *row, float sa, float vi, const float *w,
+                                                                    const float *k, const float *kk, const float *a,
+                                                                    const float *r, size_t n) {
+    const __m512 sav = _mm512_set1_ps(sa), viv = _mm512_set1_ps(vi);
+    __m512 out = _mm512_setzero_ps();
+    for (size_t j = 0; j < n; j += LANES) {
+        const __mmask16 mask = chunk_mask(n, j);
+        const __m512 kka = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, kk + j), _mm512_maskz_loadu_ps(mask, a + j));
+        __m512 s = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, row + j), _mm512_maskz_loadu_ps(mask, w + j));
+        s = _mm512_fnmadd_ps(sav, kka, s);
+        s = _mm512_fmadd_ps(viv, _mm512_maskz_loadu_ps(mask, k + j), s);
+        _mm512_mask_storeu_ps(row + j, mask, s);
+        out = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(mask, r + j), out);
+    }
+    return out;
+}
+
+static void avx512_wkv7_step(size_t head_size, float *state,
+                             const float *r, const float *w, const float *k, const float *v,
+                             const float *kk, const float *a, float *y,
+                             size_t h_begin, size_t h_end) {
+    const size_t n = head_size;
+    for (size_t h = h_begin; h < h_end; h++) {
+        float *s = state + h * n * n;
+        const size_t o = h * n;
+        size_t i = 0;
+        for (; i + 4 <= n; i += 4) {
+            float sa[4], out[4];
+            _mm_storeu_ps(sa, sum4(wkv7_row_sa(s + i * n, kk + o, n), wkv7_row_sa(s + (i + 1) * n, kk + o, n),
+                                   wkv7_row_sa(s + (i + 2) * n, kk + o, n), wkv7_row_sa(s + (i + 3) * n, kk + o, n)));
+            __m512 acc[4];
+            for (int u = 0; u < 4; u++) {
+                acc[u] = wkv7_row_update(s + (i + u) * n, sa[u], v[o + i + u], w + o, k + o, kk + o, a + o, r + o, n);
+            }
+            _mm_storeu_ps(out, sum4(acc[0], acc[1], acc[2], acc[3]));
+            for (int u = 0; u < 4; u++) y[o + i + u] = out[u];
+        }
+        for (; i < n; i++) {
+            const float sa = sum1(wkv7_row_sa(s + i * n, kk + o, n));
+            y[o + i] = sum1(wkv7_row_update(s + i * n, sa, v[o + i], w + o, k + o, kk + o, a + o, r + o, n));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Attention of one query over selected cache rows.
+
+static inline __attribute__((always_inline)) void attention_typed(rwkvx_dtype dt, const float *q, const void *k_cache,
+                                                                  const void *v_cache, size_t ld, size_t head_size,
+                                                                  const size_t *ranges, size_t n_ranges, float scale,
+                                                                  float *scratch, float *y, size_t h_begin, size_t h_end) {
+    for (size_t h = h_begin; h < h_end; h++) {
+        const size_t col = h * head_size;
+
+        // Scores of every selected row, and their max for a stable softmax.
+        size_t n = 0;
+        float max_score = -INFINITY;
+        for (size_t g = 0; g < n_ranges; g++) {
+            for (size_t row = ranges[2 * g]; row < ranges[2 * g + 1]; row++) {
+                const float s = dot_one_row(dt, (const char *)k_cache + col * element_size(dt), ld, head_size,
+                                            q + col, row) * scale;
+                scratch[n++] = s;
+                if (s > max_score) max_score = s;
+            }
+        }
+
+        // Softmax weights, normalised in place.
+        float total = 0.0f;
+        for (size_t i = 0; i < n; i++) {
+            scratch[i] = expf(scratch[i] - max_score);
+            total += scratch[i];
+        }
+        for (size_t i = 0; i < n; i++) scratch[i] /= total;
+
+        // Weighted sum of the value rows, one 16-column chunk at a time in a register.
+        const char *v_head = (const char *)v_cache + col * element_size(dt);
+        for (size_t d = 0; d < head_size; d += LANES) {
+            const __mmask16 mask = chunk_mask(head_size, d);
+            __m512 acc = _mm512_setzero_ps();
+            size_t i = 0;
+            for (size_t g = 0; g < n_ranges; g++) {
+                for (size_t row = ranges[2 * g]; row < ranges[2 * g + 1]; row++, i++) {
+                    const __m512 vv = load16_masked(dt, v_head, row * ld + d, mask);
+                    acc = _mm512_fmadd_ps(_mm512_set1_ps(scratch[i]), vv, acc);
+                }
+            }
+            _mm512_mask_storeu_ps(y + col + d, mask, acc);
+        }
+    }
+}
+
+static void avx512_attention(const float *q, const void *k_cache, const void *v_cache,
+                             rwkvx_dtype cache_dtype, size_t ld, size_t head_size,
+                             const size_t *ranges, size_t n_ranges, float scale,
+                             float *scratch, float *y, size_t h_begin, size_t h_end) {
+    switch (cache_dtype) {
+    case RWKVX_DTYPE_F32:
+        attention_typed(RWKVX_DTYPE_F32, q, k_cache, v_cache, ld, head_size, ranges, n_ranges, scale, scratch, y, h_begin, h_end);
+        break;
+    case RWKVX_DTYPE_F16:
+        attention_typed(RWKVX_DTYPE_F16, q, k_cache, v_cache, ld, head_size, ranges, n_ranges, scale, scratch, y, h_begin, h_end);
+        break;
+    case RWKVX_DTYPE_BF16:
+        attention_typed(RWKVX_DTYPE_BF16, q, k_cache, v_cache, ld, head_size, ranges, n_ranges, scale, scratch, y, h_begin, h_end);
+        break;
+    case RWKVX_DTYPE_I8:
+        attention_typed(RWKVX_DTYPE_I8, q, k_cache, v_cache, ld, head_size, ranges, n_ranges, scale, scratch, y, h_begin, h_end);
+        break;
+    }
+}
+
+#pragma clang attribute pop
+
+const rwkvx_kernel_table rwkvx_avx512_kernels = {
+    .matmul = avx512_matmul,
+    .wkv7_step = avx512_wkv7_step,
+    .attention = avx512_attention,
+    .dot_rows = avx512_dot_rows,
+};

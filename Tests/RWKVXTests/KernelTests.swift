@@ -1,0 +1,391 @@
+// Kernel levels against the scalar reference, and the invariances the cluster
+// relies on: within one level an output element does not depend on n_tok, on
+// the row split or on the thread count.
+import CKernels
+import RWKVX
+import XCTest
+
+final class KernelTests: XCTestCase {
+    private var levels: [Int32] { Array(0...rwkvx_cpu_level()) }
+    private let dtypes: [rwkvx_dtype] = [RWKVX_DTYPE_F32, RWKVX_DTYPE_F16, RWKVX_DTYPE_BF16, RWKVX_DTYPE_I8]
+
+    override func tearDown() {
+        _ = rwkvx_set_level(rwkvx_cpu_level())
+        super.tearDown()
+    }
+
+    // MARK: - matmul
+
+    func testMatmulMatchesScalar() {
+        for dtype in dtypes {
+            for (rows, cols, nTok) in [(13, 77, 1), (13, 77, 7), (37, 64, 9), (8, 768, 4), (5, 3, 2)] {
+                let weights = Weights(dtype: dtype, rows: rows, cols: cols, seed: UInt64(rows * 1000 + cols))
+                let x = randomFloats(nTok * cols, seed: 7)
+                let bound = errorBounds(weights, x: x, nTok: nTok)
+                let reference = matmul(weights, x: x, nTok: nTok, level: 0)
+                XCTAssertGreaterThan(maxAbs(reference), 0.1)
+                for level in levels.dropFirst() {
+                    let result = matmul(weights, x: x, nTok: nTok, level: level)
+                    for i in 0..<result.count {
+                        XCTAssertLessThanOrEqual(abs(result[i] - reference[i]), bound[i],
+                                                 "dtype \(dtype.rawValue) level \(level) \(rows)x\(cols) n_tok \(nTok) element \(i)")
+                    }
+                }
+            }
+        }
+    }
+
+    func testMatmulTokenInvariance() {
+        let (rows, cols, nTok) = (21, 77, 7)
+        for dtype in dtypes {
+            let weights = Weights(dtype: dtype, rows: rows, cols: cols, seed: 11)
+            let x = randomFloats(nTok * cols, seed: 12)
+            for level in levels {
+                let batch = matmul(weights, x: x, nTok: nTok, level: level)
+                for t in 0..<nTok {
+                    let single = matmul(weights, x: Array(x[t * cols..<(t + 1) * cols]), nTok: 1, level: level)
+                    XCTAssertEqual(single, Array(batch[t * rows..<(t + 1) * rows]),
+                                   "dtype \(dtype.rawValue) level \(level) token \(t)")
+                }
+            }
+        }
+    }
+
+    func testMatmulRowSplitInvariance() {
+        let (rows, cols, nTok) = (37, 77, 9)
+        for dtype in dtypes {
+            let weights = Weights(dtype: dtype, rows: rows, cols: cols, seed: 21)
+            let x = randomFloats(nTok * cols, seed: 22)
+            for level in levels {
+                let whole = matmul(weights, x: x, nTok: nTok, level: level)
+                for cuts in [[0, 1, 37], [0, 5, 13, 30, 37], [0, 16, 32, 37]] {
+                    var pieces = [Float](repeating: .nan, count: nTok * rows)
+                    for p in 0..<(cuts.count - 1) {
+                        matmulInto(&pieces, weights, x: x, nTok: nTok, rows: cuts[p]..<cuts[p + 1])
+                    }
+                    XCTAssertEqual(pieces, whole, "dtype \(dtype.rawValue) level \(level) cuts \(cuts)")
+                }
+            }
+        }
+    }
+
+    func testThreadPoolMatchesOneThread() {
+        let (rows, cols, nTok) = (100, 96, 5)
+        let weights = Weights(dtype: RWKVX_DTYPE_BF16, rows: rows, cols: cols, seed: 31)
+        let x = randomFloats(nTok * cols, seed: 32)
+        let onePool = ThreadPool(threadCount: 1)
+        let twoPool = ThreadPool(threadCount: 2)
+        for level in levels {
+            _ = rwkvx_set_level(level)
+            let one = pooledMatmul(onePool, weights, x: x, nTok: nTok)
+            let two = pooledMatmul(twoPool, weights, x: x, nTok: nTok)
+            XCTAssertEqual(one, two, "level \(level)")
+            XCTAssertEqual(one, matmul(weights, x: x, nTok: nTok, level: level), "level \(level)")
+        }
+    }
+
+    // MARK: - dot_rows, wkv7, attention
+
+    func testDotRowsMatchesScalar() {
+        let (rows, ld, n, rowBegin, rowEnd) = (13, 80, 77, 2, 13)
+        for dtype in dtypes {
+            let matrix = Weights(dtype: dtype, rows: rows, cols: ld, seed: 41)
+            let a = randomFloats(n, seed: 42)
+            let dequantised = matrix.asFloats()
+            func run(_ level: Int32) -> [Float] {
+                _ = rwkvx_set_level(level)
+                var out = [Float](repeating: .nan, count: rowEnd - rowBegin)
+                matrix.bytes.withUnsafeBytes { m in
+                    rwkvx_dot_rows(dtype, a, m.baseAddress, ld, n, &out, rowBegin, rowEnd)
+                }
+                return out
+            }
+            let reference = run(0)
+            for level in levels.dropFirst() {
+                let result = run(level)
+                for r in rowBegin..<rowEnd {
+                    var bound: Float = 0
+                    for c in 0..<n { bound += abs(dequantised[r * ld + c] * a[c]) }
+                    XCTAssertLessThanOrEqual(abs(result[r - rowBegin] - reference[r - rowBegin]), 1e-5 * bound + 1e-30,
+                                             "dtype \(dtype.rawValue) level \(level) row \(r)")
+                }
+            }
+        }
+    }
+
+    func testWkv7MatchesScalar() {
+        for headSize in [64, 20] {
+            let nHead = 3
+            let size = nHead * headSize
+            let (r, k, v, a) = (randomFloats(size, seed: 51), randomFloats(size, seed: 52),
+                                randomFloats(size, seed: 53), randomFloats(size, seed: 54).map { abs($0) })
+            let decay = randomFloats(size, seed: 55).map { 0.5 + 0.45 * $0 }
+            let kk = normalisedPerHead(randomFloats(size, seed: 56), headSize: headSize)
+            let initialState = randomFloats(nHead * headSize * headSize, seed: 57)
+
+            func run(_ level: Int32) -> (state: [Float], y: [Float]) {
+                _ = rwkvx_set_level(level)
+                var state = initialState
+                var y = [Float](repeating: .nan, count: size)
+                for _ in 0..<2 {
+                    rwkvx_wkv7_step(headSize, &state, r, decay, k, v, kk, a, &y, 0, nHead)
+                }
+                return (state, y)
+            }
+            let reference = run(0)
+            XCTAssertGreaterThan(maxAbs(reference.y), 0.1)
+            for level in levels.dropFirst() {
+                let result = run(level)
+                XCTAssertLessThanOrEqual(maxRelativeDifference(result.state, reference.state), 1e-5,
+                                         "state, head size \(headSize), level \(level)")
+                XCTAssertLessThanOrEqual(maxRelativeDifference(result.y, reference.y), 1e-5,
+                                         "y, head size \(headSize), level \(level)")
+            }
+        }
+    }
+
+    func testWkv7HeadSplitInvariance() {
+        let (nHead, headSize) = (4, 64)
+        let size = nHead * headSize
+        let (r, k, v, a) = (randomFloats(size, seed: 61), randomFloats(size, seed: 62),
+                            randomFloats(size, seed: 63), randomFloats(size, seed: 64).map { abs($0) })
+        let decay = randomFloats(size, seed: 65).map { 0.5 + 0.45 * $0 }
+        let kk = normalisedPerHead(randomFloats(size, seed: 66), headSize: headSize)
+        let initialState = randomFloats(nHead * headSize * headSize, seed: 67)
+        for level in levels {
+            _ = rwkvx_set_level(level)
+            var whole = initialState, split = initialState
+            var yWhole = [Float](repeating: 0, count: size), ySplit = yWhole
+            rwkvx_wkv7_step(headSize, &whole, r, decay, k, v, kk, a, &yWhole, 0, nHead)
+            rwkvx_wkv7_step(headSize, &split, r, decay, k, v, kk, a, &ySplit, 0, 1)
+            rwkvx_wkv7_step(headSize, &split, r, decay, k, v, kk, a, &ySplit, 1, nHead)
+            XCTAssertEqual(whole, split, "level \(level)")
+            XCTAssertEqual(yWhole, ySplit, "level \(level)")
+        }
+    }
+
+    func testAttentionMatchesScalar() {
+        let cacheRows = 50
+        for headSize in [64, 24] {
+            let nHead = 2
+            let nEmbd = nHead * headSize
+            let ld = nEmbd + 3
+            let q = randomFloats(nEmbd, seed: 71)
+            let kFloats = randomFloats(cacheRows * ld, seed: 72)
+            let vFloats = randomFloats(cacheRows * ld, seed: 73)
+            for dtype in [RWKVX_DTYPE_F32, RWKVX_DTYPE_F16] {
+                let kCache = encode(kFloats, as: dtype), vCache = encode(vFloats, as: dtype)
+                for ranges in [[0, 50], [0, 5, 10, 23, 40, 50], [7, 8]] {
+                    func run(_ level: Int32) -> [Float] {
+                        _ = rwkvx_set_level(level)
+                        var y = [Float](repeating: .nan, count: nEmbd)
+                        var scratch = [Float](repeating: 0, count: cacheRows)
+                        kCache.withUnsafeBytes { k in
+                            vCache.withUnsafeBytes { v in
+                                rwkvx_attention(q, k.baseAddress, v.baseAddress, dtype, ld, headSize,
+                                                ranges, ranges.count / 2, 0.3, &scratch, &y, 0, nHead)
+                            }
+                        }
+                        return y
+                    }
+                    let reference = run(0)
+                    XCTAssertGreaterThan(maxAbs(reference), 0.01)
+                    for level in levels.dropFirst() {
+                        // Outputs are convex combinations of values in [-1, 1].
+                        let difference = zip(run(level), reference).map { abs($0 - $1) }.max() ?? .nan
+                        XCTAssertLessThanOrEqual(difference, 1e-5,
+                                                 "dtype \(dtype.rawValue) head size \(headSize) ranges \(ranges) level \(level)")
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: - quantisation, levels, test data
+
+    func testQuantizeRoundsHalvesAwayFromZero() {
+        let w: [Float] = [1, -0.5, 0.25, 0, 0, 0, 0, 0]
+        var q = [Int8](repeating: 99, count: 8)
+        var scales = [Float](repeating: .nan, count: 2)
+        rwkvx_quantize_i8_rows(w, 2, 4, &q, &scales)
+        XCTAssertEqual(scales[0], 1 / 127)
+        XCTAssertEqual(Array(q[0..<4]), [127, -64, 32, 0])
+        XCTAssertEqual(scales[1], 0)
+        XCTAssertEqual(Array(q[4..<8]), [0, 0, 0, 0])
+    }
+
+    func testQuantizeErrorWithinHalfStep() {
+        let (rows, cols) = (9, 77)
+        let w = randomFloats(rows * cols, seed: 81)
+        var q = [Int8](repeating: 0, count: rows * cols)
+        var scales = [Float](repeating: 0, count: rows)
+        rwkvx_quantize_i8_rows(w, rows, cols, &q, &scales)
+        for r in 0..<rows {
+            let maxAbsRow = w[r * cols..<(r + 1) * cols].map { abs($0) }.max()!
+            XCTAssertEqual(scales[r], maxAbsRow / 127, "row \(r)")
+            XCTAssertEqual(q[r * cols..<(r + 1) * cols].map { abs(Int($0)) }.max(), 127, "row \(r)")
+            for c in 0..<cols {
+                let error = abs(Float(q[r * cols + c]) * scales[r] - w[r * cols + c])
+                XCTAssertLessThanOrEqual(error, scales[r] * 0.5 * (1 + 1e-5), "row \(r) col \(c)")
+            }
+        }
+    }
+
+    func testSetLevelForcesAndClamps() {
+        let best = rwkvx_cpu_level()
+        XCTAssertEqual(rwkvx_set_level(Int32(RWKVX_LEVEL_SCALAR.rawValue)), 0)
+        XCTAssertEqual(rwkvx_get_level(), 0)
+        XCTAssertEqual(rwkvx_set_level(99), best)
+        XCTAssertEqual(rwkvx_get_level(), best)
+        XCTAssertEqual(rwkvx_set_level(-1), 0)
+    }
+
+    func testRandomDataNonDegenerate() {
+        let values = randomFloats(1000, seed: 3)
+        let mean = values.reduce(0, +) / Float(values.count)
+        let variance = values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Float(values.count)
+        XCTAssertGreaterThan(variance, 0.2)  // uniform on [-1, 1) has variance 1/3
+        XCTAssertLessThan(abs(mean), 0.1)
+        XCTAssertNotEqual(randomFloats(10, seed: 1), randomFloats(10, seed: 2))
+        for dtype in dtypes {
+            let weights = Weights(dtype: dtype, rows: 4, cols: 77, seed: 5).asFloats()
+            XCTAssertGreaterThan(Set(weights).count, 50, "dtype \(dtype.rawValue)")
+        }
+    }
+
+    // MARK: - helpers
+
+    private func matmul(_ weights: Weights, x: [Float], nTok: Int, level: Int32) -> [Float] {
+        _ = rwkvx_set_level(level)
+        var y = [Float](repeating: .nan, count: nTok * weights.rows)
+        matmulInto(&y, weights, x: x, nTok: nTok, rows: 0..<weights.rows)
+        return y
+    }
+
+    private func matmulInto(_ y: inout [Float], _ weights: Weights, x: [Float], nTok: Int, rows: Range<Int>) {
+        weights.bytes.withUnsafeBytes { w in
+            rwkvx_matmul(weights.dtype, w.baseAddress, weights.scales, weights.cols, x, nTok,
+                         &y, weights.rows, rows.lowerBound, rows.upperBound)
+        }
+    }
+
+    private func pooledMatmul(_ pool: ThreadPool, _ weights: Weights, x: [Float], nTok: Int) -> [Float] {
+        var y = [Float](repeating: .nan, count: nTok * weights.rows)
+        weights.bytes.withUnsafeBytes { w in
+            y.withUnsafeMutableBufferPointer { out in
+                let wPointer = SendablePointer(mutating: w.baseAddress!.assumingMemoryBound(to: UInt8.self))
+                let yPointer = SendablePointer(out.baseAddress!)
+                let (dtype, scales, cols, rows) = (weights.dtype, weights.scales, weights.cols, weights.rows)
+                pool.parallelFor(rows, alignment: 16) { range in
+                    rwkvx_matmul(dtype, wPointer.base, scales, cols, x, nTok, yPointer.base, rows,
+                                 range.lowerBound, range.upperBound)
+                }
+            }
+        }
+        return y
+    }
+
+    // Per-element bound on |level - scalar|: 1e-5 of sum |w x|, since the levels
+    // differ only in the order of the additions.
+    private func errorBounds(_ weights: Weights, x: [Float], nTok: Int) -> [Float] {
+        let w = weights.asFloats()
+        var bounds = [Float](repeating: 0, count: nTok * weights.rows)
+        for t in 0..<nTok {
+            for r in 0..<weights.rows {
+                var magnitude: Float = 0
+                for c in 0..<weights.cols { magnitude += abs(w[r * weights.cols + c] * x[t * weights.cols + c]) }
+                bounds[t * weights.rows + r] = 1e-5 * magnitude * (weights.dtype == RWKVX_DTYPE_I8 ? weights.scales[r] : 1) + 1e-30
+            }
+        }
+        return bounds
+    }
+}
+
+/// A weight matrix stored in one dtype, with per-row scales for I8.
+private struct Weights {
+    let dtype: rwkvx_dtype
+    let rows: Int
+    let cols: Int
+    let bytes: [UInt8]
+    let scales: [Float]
+
+    init(dtype: rwkvx_dtype, rows: Int, cols: Int, seed: UInt64) {
+        self.dtype = dtype
+        self.rows = rows
+        self.cols = cols
+        let values = randomFloats(rows * cols, seed: seed)
+        if dtype == RWKVX_DTYPE_I8 {
+            var q = [Int8](repeating: 0, count: rows * cols)
+            var scales = [Float](repeating: 0, count: rows)
+            rwkvx_quantize_i8_rows(values, rows, cols, &q, &scales)
+            bytes = q.map { UInt8(bitPattern: $0) }
+            self.scales = scales
+        } else {
+            bytes = encode(values, as: dtype)
+            scales = []
+        }
+    }
+
+    /// The stored values as fp32, without the I8 scales.
+    func asFloats() -> [Float] {
+        var out = [Float](repeating: 0, count: rows * cols)
+        if dtype == RWKVX_DTYPE_I8 {
+            return bytes.map { Float(Int8(bitPattern: $0)) }
+        }
+        bytes.withUnsafeBytes { rwkvx_to_f32(dtype, $0.baseAddress, &out, rows * cols) }
+        return out
+    }
+}
+
+/// Uniform floats in [-1, 1) from SplitMix64, the same on every platform.
+private func randomFloats(_ count: Int, seed: UInt64) -> [Float] {
+    var state = seed &* 0x9E37_79B9_7F4A_7C15 &+ 1
+    return (0..<count).map { _ in
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        z ^= z >> 31
+        return Float(z >> 40) / Float(1 << 24) * 2 - 1
+    }
+}
+
+/// Encodes floats as F32, F16 or BF16 (round to nearest even) bytes.
+private func encode(_ values: [Float], as dtype: rwkvx_dtype) -> [UInt8] {
+    var bytes: [UInt8] = []
+    switch dtype {
+    case RWKVX_DTYPE_F16:
+        for value in values {
+            let bits = Float16(value).bitPattern
+            bytes += [UInt8(bits & 0xff), UInt8(bits >> 8)]
+        }
+    case RWKVX_DTYPE_BF16:
+        for value in values {
+            let bits = value.bitPattern
+            let rounded = (bits &+ 0x7fff &+ ((bits >> 16) & 1)) >> 16
+            bytes += [UInt8(rounded & 0xff), UInt8(rounded >> 8)]
+        }
+    default:
+        values.withUnsafeBytes { bytes += $0 }
+    }
+    return bytes
+}
+
+private func normalisedPerHead(_ values: [Float], headSize: Int) -> [Float] {
+    var out = values
+    for h in 0..<(values.count / headSize) {
+        let head = h * headSize..<(h + 1) * headSize
+        let norm = values[head].map { $0 * $0 }.reduce(0, +).squareRoot()
+        for i in head { out[i] = values[i] / norm }
+    }
+    return out
+}
+
+private func maxAbs(_ values: [Float]) -> Float {
+    values.map { abs($0) }.max() ?? 0
+}
+
+// Largest |a - b| relative to the largest |b|.
+private func maxRelativeDifference(_ a: [Float], _ b: [Float]) -> Float {
+    zip(a, b).map { abs($0 - $1) }.max()! / max(maxAbs(b), 1e-30)
+}
