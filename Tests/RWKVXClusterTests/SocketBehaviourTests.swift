@@ -63,6 +63,7 @@ final class ClusterSocketBehaviourTests: XCTestCase {
         let context = try ZmqContext()
         var options = ZmqSocketOptions.standard
         options.sendTimeoutMillis = 100
+        options.immediate = true
         let dealer = try ZmqSocket(context: context, type: .dealer, options: options)
         defer { dealer.close() }
         // Nothing binds this path. (Closing a bound ROUTER first would race:
@@ -125,7 +126,7 @@ final class ClusterSocketBehaviourTests: XCTestCase {
         XCTAssertEqual(delivered[0], Array("coordinator".utf8))
         XCTAssertEqual(try WireMessage.decode(Array(delivered.dropFirst())), second)
 
-        // The restarted worker can answer the coordinator by its fixed routing id.
+        // The restarted worker can reply to the coordinator by its fixed routing id.
         let reply = WireMessage(messageID: 1, inReplyTo: 2, body: .health(Health()))
         try restarted.send(to: delivered[0], try reply.encode())
         let answer = try XCTUnwrap(try pair.dealer.receive(timeoutMillis: testTimeoutMillis))

@@ -4,14 +4,14 @@
 // connect DEALERs to it. DEALER/ROUTER is asynchronous in both directions
 // (unlike REQ/REP, a lost reply cannot wedge a lockstep state machine), a
 // connecting DEALER reconnects on its own with back-off, and the ROUTER can
-// answer each peer by routing id. Together with send and receive timeouts and
+// reply to each peer by routing id. Together with send and receive timeouts and
 // `zmq_poll` with timeouts, no call waits on a slow or dead peer forever.
 import CZmq
 
 /// Values applied when a `ZmqSocket` is created. Times are milliseconds.
 public struct ZmqSocketOptions: Sendable {
     /// ZMQ_SNDHWM / ZMQ_RCVHWM: messages queued per peer before sends block
-    /// (and then time out) or a ROUTER refuses. The coordinator limits batches
+    /// (and then time out) or a ROUTER rejects them. The coordinator is to limit batches
     /// in flight per stage itself, so this is a backstop bounding memory to
     /// this many of the largest messages (an activation frame of a long prefill
     /// is tens of MB).
@@ -43,9 +43,13 @@ public struct ZmqSocketOptions: Sendable {
     public var maxFrameBytes: Int64 = 1 << 30
 
     /// ZMQ_IMMEDIATE (DEALER): queue messages only on completed connections, so
-    /// a send to a peer that is down fails after `sendTimeoutMillis` instead of
-    /// waiting, unseen, for a restarted peer that lacks the session state.
-    public var immediate: Bool = true
+    /// a send to a peer that is down fails after `sendTimeoutMillis`. Off by
+    /// default: with libzmq 4.3.4 it also drops received but unread messages
+    /// when the peer disconnects, which lost a worker's last reply before it
+    /// closed (RoundTripBenchmarkTests, release build). With it off, sends to a
+    /// down peer queue up to `highWaterMark` and then time out, and the
+    /// protocol's sequence numbers reject stale work after a peer restarts.
+    public var immediate: Bool = false
 
     /// ZMQ_ROUTER_MANDATORY (ROUTER): sending to an unknown or disconnected peer
     /// fails with EHOSTUNREACH instead of being silently dropped.
