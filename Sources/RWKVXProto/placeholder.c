@@ -1,1 +1,0 @@
-// Replaced by the protoc-c output of proto/rwkvx.proto.
