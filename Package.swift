@@ -60,10 +60,11 @@ let package = Package(
             resources: [.copy("Fixtures")]
         ),
 
-        // Wire protocol and transport tests over real loopback and ipc sockets.
+        // Wire protocol, transport and whole-cluster tests over real sockets and
+        // real worker processes (the rwkvx executable is built for them).
         .testTarget(
             name: "RWKVXClusterTests",
-            dependencies: ["RWKVXCluster"],
+            dependencies: ["RWKVXCluster", "rwkvx"],
             path: "Tests/RWKVXClusterTests"
         ),
     ]

@@ -1929,7 +1929,7 @@ const ProtobufCMessageDescriptor rwkvx__session_ack__descriptor =
   (ProtobufCMessageInit) rwkvx__session_ack__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor rwkvx__sampling_params__field_descriptors[7] =
+static const ProtobufCFieldDescriptor rwkvx__sampling_params__field_descriptors[9] =
 {
   {
     "temperature",
@@ -2015,10 +2015,36 @@ static const ProtobufCFieldDescriptor rwkvx__sampling_params__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "penalty_decay",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_FLOAT,
+    0,   /* quantifier_offset */
+    offsetof(Rwkvx__SamplingParams, penalty_decay),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "banned_token_ids",
+    9,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Rwkvx__SamplingParams, n_banned_token_ids),
+    offsetof(Rwkvx__SamplingParams, banned_token_ids),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rwkvx__sampling_params__field_indices_by_name[] = {
+  8,   /* field[8] = banned_token_ids */
   5,   /* field[5] = frequency_penalty */
   3,   /* field[3] = min_p */
+  7,   /* field[7] = penalty_decay */
   4,   /* field[4] = presence_penalty */
   6,   /* field[6] = repetition_penalty */
   0,   /* field[0] = temperature */
@@ -2028,7 +2054,7 @@ static const unsigned rwkvx__sampling_params__field_indices_by_name[] = {
 static const ProtobufCIntRange rwkvx__sampling_params__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor rwkvx__sampling_params__descriptor =
 {
@@ -2038,7 +2064,7 @@ const ProtobufCMessageDescriptor rwkvx__sampling_params__descriptor =
   "Rwkvx__SamplingParams",
   "rwkvx",
   sizeof(Rwkvx__SamplingParams),
-  7,
+  9,
   rwkvx__sampling_params__field_descriptors,
   rwkvx__sampling_params__field_indices_by_name,
   1,  rwkvx__sampling_params__number_ranges,

@@ -1,6 +1,7 @@
 // rwkvx generate: stream text from a prompt.
 import Foundation
 import RWKVX
+import RWKVXCluster
 
 let generateCommand = Command(
     name: "generate",
@@ -9,6 +10,7 @@ let generateCommand = Command(
     options: SharedOptions.model + [
         OptionSpec("prompt", "TEXT", "prompt text"),
         OptionSpec("prompt-file", "PATH", "read the prompt from a file instead"),
+        OptionSpec("coordinator", "ENDPOINT", "generate through a running cluster instead of in this process"),
     ] + SharedOptions.sampling + SharedOptions.attention,
     run: { args in
         let prompt: String
@@ -21,6 +23,17 @@ let generateCommand = Command(
             prompt = try args.required("prompt")
         }
         let sampling = try SharedOptions.samplingOptions(args)
+        if let endpoint = args.string("coordinator") {
+            let client = try ClusterClient(endpoint: endpoint)
+            Output.out(prompt)
+            let report = try client.generate(prompt: prompt, sampling: sampling) { Output.out($0) }
+            Output.out("\n")
+            let rate = report.decodeSeconds > 0 ? Double(report.generatedTokens) / report.decodeSeconds : 0
+            Output.err(String(format: "cluster %@: prompt %d tokens, first token after %.2f s; generated %d tokens in %.2f s (%.2f tokens/s)\n",
+                              endpoint, report.promptTokens, report.prefillSeconds, report.generatedTokens,
+                              report.decodeSeconds, rate))
+            return
+        }
         let attention = try SharedOptions.attentionOptions(args)
         let tokenizer = try WorldTokenizer.bundled()
         let model = try SharedOptions.loadModel(args, attention: attention)

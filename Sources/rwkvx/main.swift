@@ -4,6 +4,7 @@ import Foundation
 
 let commands: [Command] = [
     generateCommand, logitsCommand, tokenizeCommand, detokenizeCommand, initCheckpointCommand, inspectCommand,
+    workerCommand, coordinatorCommand, clusterCommand,
 ]
 
 func usage() -> String {

@@ -112,6 +112,8 @@ public struct SamplingParams: Sendable, Equatable {
     public var presencePenalty: Float = 0
     public var frequencyPenalty: Float = 0
     public var repetitionPenalty: Float = 0
+    public var penaltyDecay: Float = 0
+    public var bannedTokenIDs: [UInt32] = []
     public init() {}
 }
 

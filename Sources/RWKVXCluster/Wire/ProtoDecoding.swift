@@ -208,6 +208,8 @@ extension SamplingParams {
         presencePenalty = c.presence_penalty
         frequencyPenalty = c.frequency_penalty
         repetitionPenalty = c.repetition_penalty
+        penaltyDecay = c.penalty_decay
+        bannedTokenIDs = array(c.banned_token_ids, c.n_banned_token_ids)
     }
 }
 

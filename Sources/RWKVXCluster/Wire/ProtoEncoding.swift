@@ -185,6 +185,9 @@ extension SamplingParams {
         m.pointee.presence_penalty = presencePenalty
         m.pointee.frequency_penalty = frequencyPenalty
         m.pointee.repetition_penalty = repetitionPenalty
+        m.pointee.penalty_decay = penaltyDecay
+        m.pointee.n_banned_token_ids = bannedTokenIDs.count
+        m.pointee.banned_token_ids = arena.array(bannedTokenIDs)
         return m
     }
 }

@@ -469,10 +469,20 @@ struct  Rwkvx__SamplingParams
    * 0 or 1 = off
    */
   float repetition_penalty;
+  /*
+   * Factor applied to every accumulated occurrence count per generated token
+   * (RWKV pipelines use 0.996); 0 = no decay.
+   */
+  float penalty_decay;
+  /*
+   * never sampled
+   */
+  size_t n_banned_token_ids;
+  uint32_t *banned_token_ids;
 };
 #define RWKVX__SAMPLING_PARAMS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rwkvx__sampling_params__descriptor) \
-    , 0, 0, 0, 0, 0, 0, 0 }
+    , 0, 0, 0, 0, 0, 0, 0, 0, 0,NULL }
 
 
 /*

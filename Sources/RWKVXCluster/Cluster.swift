@@ -1,2 +1,0 @@
-// Pipeline-parallel cluster: wire protocol, workers and coordinator.
-import RWKVX

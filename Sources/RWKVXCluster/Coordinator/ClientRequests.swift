@@ -1,0 +1,233 @@
+// Client requests to the coordinator (see ClientProtocol.swift): text generation,
+// step-by-step logits, session state, status and shutdown.
+import Foundation
+import RWKVX
+
+extension Coordinator {
+    func handleClient(_ frames: [[UInt8]]) {
+        guard frames.count >= 2 else { return }
+        let client = frames[0]
+        let request: ClientRequest
+        do {
+            request = try ClientCoding.decode(ClientRequest.self, frames[1])
+        } catch {
+            replyClient(client, .error("invalid request: \(error); send a JSON object with an \"op\" field"))
+            return
+        }
+        if let s = deadStage, request.op != "status", request.op != "shutdown" {
+            replyClient(client, .error("stage \(s) (worker \(plan[s].worker)) is down; restart the cluster"))
+            return
+        }
+        switch request.op {
+        case "generate": startGeneration(client, request)
+        case "open":
+            var reply = ClientReply(op: "opened")
+            reply.session = openSession().id
+            replyClient(client, reply)
+        case "forward": queueForward(client, request)
+        case "state": requestState(client, request)
+        case "close":
+            guard let id = request.session, sessions[id] != nil else {
+                replyClient(client, .error("unknown session \(request.session ?? 0)"))
+                return
+            }
+            closeSession(id)
+            replyClient(client, ClientReply(op: "closed"))
+        case "status":
+            var reply = ClientReply(op: "status")
+            reply.status = status()
+            replyClient(client, reply)
+        case "shutdown":
+            log.info("shutdown requested by a client", [:])
+            replyClient(client, ClientReply(op: "stopping"))
+            running = false
+        default:
+            replyClient(client, .error("unknown op \"\(request.op)\"; expected generate, open, forward, state, close, status or shutdown"))
+        }
+    }
+
+    func replyClient(_ client: [UInt8], _ reply: ClientReply, payload: [UInt8]? = nil) {
+        var frames = [ClientCoding.encode(reply)]
+        if let payload { frames.append(payload) }
+        do {
+            try clientSocket.send(to: client, frames)
+        } catch {
+            log.warning("client reply failed", ["error": error])
+        }
+    }
+
+    // MARK: - Generation
+
+    func startGeneration(_ client: [UInt8], _ request: ClientRequest) {
+        guard let prompt = request.prompt else {
+            replyClient(client, .error("generate needs a \"prompt\""))
+            return
+        }
+        var sampling = request.sampling ?? SamplingOptions()
+        // Ids past the tokenizer's vocabulary (a model may pad its head) have no text.
+        sampling.bannedTokens += Array(tokenizer.vocabularySize..<max(config.vocabSize, tokenizer.vocabularySize))
+        if sampling.seed == nil { sampling.seed = UInt64.random(in: 0...UInt64.max) }
+        do {
+            try sampling.validate()
+        } catch {
+            replyClient(client, .error("\(error)"))
+            return
+        }
+        let tokens = tokenizer.encode(prompt)
+        guard !tokens.isEmpty else {
+            replyClient(client, .error("the prompt is empty"))
+            return
+        }
+        if sampling.maxTokens == 0 {
+            var done = ClientReply(op: "done")
+            done.stats = GenerationReport()
+            replyClient(client, done)
+            return
+        }
+        let session = openSession()
+        session.generation = GenerationRun(client: client, sampling: sampling, stopChecker: StopChecker(options: sampling))
+        session.generation!.report.promptTokens = tokens.count
+        session.pending = promptSteps(tokens, session: session)
+        log.info("generation started", ["session": session.id, "prompt_tokens": tokens.count,
+                                        "max_tokens": sampling.maxTokens])
+    }
+
+    /// Splits a prompt into prefill steps where that is exact, the last one sampling.
+    /// Splitting changes nothing for RWKV blocks; for sparse blocks it is exact only
+    /// while every piece gets full attention over the cache (session tokens plus the
+    /// prompt within chunk_size * top_k) and no compression can trigger, so longer
+    /// prompts on RWKV-X models go as one step, as in the reference.
+    func promptSteps(_ tokens: [Int], session: ClusterSession) -> [SessionStepPlan] {
+        let attention = options.attention
+        let total = session.tokensProcessed + tokens.count
+        let exact = config.nSparseLayer == 0
+            || (total <= attention.windowSize && (attention.maxKVCacheSize == 0 || total <= attention.maxKVCacheSize))
+        let chunk = exact ? max(options.prefillChunk, 1) : tokens.count
+        var steps: [SessionStepPlan] = []
+        var start = 0
+        while start < tokens.count {
+            let end = min(start + chunk, tokens.count)
+            steps.append(SessionStepPlan(tokens: Array(tokens[start..<end]), sample: end == tokens.count))
+            start = end
+        }
+        return steps
+    }
+
+    /// A sampled token arrived from the last stage: stream its text, then stop or go on.
+    func handleToken(_ session: ClusterSession, _ token: Int) {
+        guard var run = session.generation else { return }
+        if run.decodeStarted == nil {
+            run.decodeStarted = Date()
+            run.report.prefillSeconds = Date().timeIntervalSince(run.started)
+        }
+        let bytes = tokenizer.tokenBytes(token) ?? []
+        let check = run.stopChecker.check(token: token, bytes: bytes)
+        let piece = run.text.append(check.output)
+        if !piece.isEmpty { sendText(run.client, piece) }
+        if let stop = check.stop {
+            run.report.stop = "\(stop)"
+        } else {
+            run.report.generatedTokens += 1
+        }
+        let finished = check.stop != nil || run.report.generatedTokens >= run.sampling.maxTokens
+        if !finished {
+            session.generation = run
+            session.pending.append(SessionStepPlan(tokens: [token], sample: true))
+            return
+        }
+        let tail = run.text.append(run.stopChecker.finish()) + run.text.finish()
+        if !tail.isEmpty { sendText(run.client, tail) }
+        run.report.decodeSeconds = Date().timeIntervalSince(run.decodeStarted!)
+        var done = ClientReply(op: "done")
+        done.stats = run.report
+        replyClient(run.client, done)
+        log.info("generation finished", ["session": session.id, "tokens": run.report.generatedTokens,
+                                         "stop": run.report.stop ?? "max_tokens"])
+        session.generation = nil
+        closeSession(session.id)
+    }
+
+    func sendText(_ client: [UInt8], _ text: String) {
+        var reply = ClientReply(op: "text")
+        reply.text = text
+        replyClient(client, reply)
+    }
+
+    // MARK: - Logits API
+
+    func queueForward(_ client: [UInt8], _ request: ClientRequest) {
+        guard let id = request.session, let session = sessions[id] else {
+            replyClient(client, .error("unknown session \(request.session ?? 0); open one first"))
+            return
+        }
+        guard let tokens = request.tokens, !tokens.isEmpty else {
+            replyClient(client, .error("forward needs a non-empty \"tokens\" list"))
+            return
+        }
+        if let bad = tokens.first(where: { $0 < 0 || $0 >= config.vocabSize }) {
+            replyClient(client, .error("token id \(bad) is outside the vocabulary (0..<\(config.vocabSize))"))
+            return
+        }
+        // One call is one step, as in the reference: no splitting, so a one-token call decodes.
+        session.pending.append(SessionStepPlan(tokens: tokens, wantFullLogits: request.fullOutput ?? false,
+                                               sample: false, replyTo: client))
+    }
+
+    func requestState(_ client: [UInt8], _ request: ClientRequest) {
+        guard let id = request.session, let session = sessions[id] else {
+            replyClient(client, .error("unknown session \(request.session ?? 0)"))
+            return
+        }
+        guard session.current == nil && session.pending.isEmpty else {
+            replyClient(client, .error("session \(id) has steps in progress; ask for its state after their replies"))
+            return
+        }
+        snapshots[id] = SnapshotCollection(client: client)
+        for s in plan.indices {
+            try? send(stageLink[s], .stateSnapshotRequest(StateSnapshotRequest(sessionIDs: [id])))
+        }
+    }
+
+    func handleSnapshot(_ snapshot: StateSnapshot, _ message: WireMessage) {
+        guard var collection = snapshots[snapshot.sessionID] else { return }
+        for layer in snapshot.tensors {
+            do {
+                collection.state.merge(try SessionState(serialized: message.tensor(layer.tensor).bytes, config: config))
+            } catch {
+                snapshots[snapshot.sessionID] = nil
+                replyClient(collection.client, .error("stage \(snapshot.stageIndex) sent an invalid state: \(error)"))
+                return
+            }
+        }
+        collection.received.insert(snapshot.stageIndex)
+        snapshots[snapshot.sessionID] = collection
+        guard collection.received.count == plan.count else { return }
+        snapshots[snapshot.sessionID] = nil
+        // Blocks that never run (trailing RWKV blocks) keep their zero state, as in the reference.
+        var whole = SessionState(config: config)
+        whole.merge(collection.state)
+        var reply = ClientReply(op: "state")
+        reply.session = snapshot.sessionID
+        replyClient(collection.client, reply, payload: whole.serialized(config: config))
+    }
+
+    // MARK: - Status
+
+    func status() -> ClusterStatus {
+        let order = config.executionOrder
+        let stages = plan.enumerated().map { s, stage -> StageStatus in
+            let link = links[stageLink[s]]
+            let latency = link.health.latencies.first
+            let hops = link.hopMicros.sorted()
+            let blocks = order[stage.positions]
+            return StageStatus(index: s, worker: stage.worker, blocks: "\(blocks.first!)..\(blocks.last!)", alive: link.alive,
+                               batches: latency?.batches ?? 0, p50Micros: latency?.p50Micros ?? 0,
+                               p99Micros: latency?.p99Micros ?? 0, hopMicros: hops.isEmpty ? 0 : hops[hops.count / 2],
+                               residentBytes: link.health.residentBytes)
+        }
+        return ClusterStatus(model: options.modelPath, stages: stages, sessions: sessions.count,
+                             generatedTokens: generatedTokens, uptimeSeconds: Date().timeIntervalSince(started),
+                             bytesPerTokenPerHop: hopTokens == 0 ? 0 : Double(hopBytes) / Double(hopTokens) / Double(max(plan.count - 1, 1)),
+                             attention: options.attention)
+    }
+}

@@ -1,0 +1,289 @@
+// The coordinator: owns the tokenizer, the sessions and their sampling settings,
+// splits the model into stages over the workers, and moves every session's steps
+// through the stages with continuous batching.
+//
+// Topology: hub and spoke. The coordinator holds one DEALER per worker and relays
+// each stage's activations to the next stage itself, so one process knows where
+// every session is; that is what a later failover from state deltas needs. The
+// cost is one extra hop per stage (about 0.1 ms for a decode step on loopback).
+// NOTE: direct stage-to-stage forwarding (StageAssignment.next_stage_endpoint) is
+// specified in the protocol but not used yet.
+//
+// Everything runs on one thread: a poll loop over the client socket and the
+// worker sockets with a 50 ms timeout, so heartbeats and liveness checks run even
+// when no message arrives.
+import Foundation
+import RWKVX
+
+public struct CoordinatorOptions: Sendable {
+    public var modelPath: String
+    public var workers: [String]
+    /// Client API endpoint (ROUTER).
+    public var listen: String
+    public var planFile: String?
+    public var attention: RWKVX.AttentionOptions
+    public var wireDType: DType = .f32
+    /// Threads each worker uses; 0 = the worker's own setting.
+    public var workerThreads: Int = 0
+    /// Largest number of sessions in one batch.
+    public var maxBatchSessions = 32
+    /// Token budget of one batch (decode steps count 1; one prefill may exceed it alone).
+    public var maxBatchTokens = 512
+    /// Prompt tokens per prefill step, where splitting a prefill is exact (see schedulePrompt).
+    public var prefillChunk = 256
+    /// Seconds to wait for every worker to register and load its stage.
+    public var startupTimeoutSeconds = 120.0
+
+    public init(modelPath: String, workers: [String], listen: String, planFile: String? = nil,
+                attention: RWKVX.AttentionOptions = RWKVX.AttentionOptions()) {
+        self.modelPath = modelPath
+        self.workers = workers
+        self.listen = listen
+        self.planFile = planFile
+        self.attention = attention
+    }
+}
+
+public struct CoordinatorError: Error, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
+}
+
+/// One worker connection.
+struct WorkerLink {
+    let endpoint: String
+    let socket: ZmqSocket
+    var hello: WorkerHello?
+    var lastHeard = Date()
+    var alive = true
+    var health = Health()
+    var hopMicros: [UInt64] = []
+}
+
+public final class Coordinator {
+    let options: CoordinatorOptions
+    let log = Logger(component: "coordinator")
+    let context: ZmqContext
+    let clientSocket: ZmqSocket
+    var links: [WorkerLink] = []
+    /// The client endpoint actually bound.
+    public let endpoint: String
+
+    let checkpoint: Checkpoint
+    public let config: ModelConfig
+    let tokenizer: WorldTokenizer
+    public private(set) var plan: [PlannedStage] = []
+    /// links index of each stage's worker.
+    var stageLink: [Int] = []
+
+    var sessions: [UInt64: ClusterSession] = [:]
+    /// Sessions whose current step waits for each stage, in arrival order.
+    var waiting: [[UInt64]] = []
+    /// The batch each stage is computing, if any.
+    var inFlight: [InFlightBatch?] = []
+    var snapshots: [UInt64: SnapshotCollection] = [:]
+    var nextSessionID: UInt64 = 1
+    var nextBatchID: UInt64 = 1
+    var nextMessageID: UInt64 = 1
+    var running = true
+    let started = Date()
+    var lastHeartbeat = Date.distantPast
+    var generatedTokens: UInt64 = 0
+    var hopBytes: UInt64 = 0
+    var hopTokens: UInt64 = 0
+
+    public init(options: CoordinatorOptions) throws {
+        self.options = options
+        guard !options.workers.isEmpty else { throw CoordinatorError(message: "no workers given; pass --workers tcp://host:port,...") }
+        checkpoint = try Checkpoint.open(path: options.modelPath)
+        config = try ModelConfig.infer(from: checkpoint)
+        tokenizer = try WorldTokenizer.bundled()
+        try options.attention.validate()
+        context = try ZmqContext()
+        clientSocket = try ZmqSocket(context: context, type: .router)
+        endpoint = try clientSocket.bind(options.listen)
+        var socketOptions = ZmqSocketOptions.standard
+        socketOptions.routingID = Array("coordinator".utf8)
+        for worker in options.workers {
+            let socket = try ZmqSocket(context: context, type: .dealer, options: socketOptions)
+            try socket.connect(worker)
+            links.append(WorkerLink(endpoint: worker, socket: socket))
+        }
+    }
+
+    deinit {
+        clientSocket.close()
+        for link in links { link.socket.close() }
+    }
+
+    // MARK: - Start-up
+
+    /// Registers every worker, plans the stages and assigns them. Returns the plan table.
+    public func start() throws -> String {
+        let deadline = Date().addingTimeInterval(options.startupTimeoutSeconds)
+
+        // registration
+        var hello = CoordinatorHello()
+        hello.clusterID = "rwkvx-\(ProcessInfo.processInfo.processIdentifier)"
+        hello.buildID = "rwkvx"
+        for i in links.indices { try send(i, .coordinatorHello(hello)) }
+        for i in links.indices {
+            let reply = try awaitReply(link: i, deadline: deadline, what: "registration")
+            guard case .workerHello(let h) = reply.body else {
+                throw CoordinatorError(message: "worker \(links[i].endpoint) answered registration with \(reply.body.kindName): \(describe(reply))")
+            }
+            links[i].hello = h
+            log.info("worker registered", ["worker": links[i].endpoint, "cores": h.cores, "kernels": h.kernelLevel,
+                                           "memory_mb": h.memoryBytes / 1_000_000])
+        }
+
+        // plan
+        if let file = options.planFile {
+            plan = try StagePlanner.load(path: file, config: config, endpoints: options.workers)
+        } else {
+            let capacities = links.map {
+                WorkerCapacity(endpoint: $0.endpoint, cores: Int($0.hello!.cores), memoryBytes: $0.hello!.memoryBytes,
+                               kernelLevel: $0.hello!.kernelLevel)
+            }
+            plan = try StagePlanner.plan(config: config, workers: capacities)
+        }
+        stageLink = plan.map { stage in links.firstIndex { $0.endpoint == stage.worker }! }
+        waiting = Array(repeating: [], count: plan.count)
+        inFlight = Array(repeating: nil, count: plan.count)
+
+        // assignment: every worker loads its stage in parallel
+        let order = config.executionOrder
+        for (s, stage) in plan.enumerated() {
+            var a = StageAssignment()
+            a.stageIndex = UInt32(s)
+            a.stageCount = UInt32(plan.count)
+            a.modelPath = options.modelPath
+            a.checkpointFingerprint = checkpoint.fingerprint
+            a.blocks = order[stage.positions].map(\.wire)
+            a.hasEmbedding = stage.first == 0
+            a.hasHead = stage.positions.upperBound == order.count
+            a.attention = options.attention.wire
+            a.wireDType = options.wireDType
+            a.threads = UInt32(options.workerThreads)
+            try send(stageLink[s], .stageAssignment(a))
+        }
+        for (s, _) in plan.enumerated() {
+            let reply = try awaitReply(link: stageLink[s], deadline: deadline, what: "stage assignment")
+            guard case .assignmentAck(let ack) = reply.body else {
+                throw CoordinatorError(message: "worker \(plan[s].worker) could not load stage \(s): \(describe(reply))")
+            }
+            log.info("stage ready", ["stage": s, "worker": plan[s].worker, "blocks": ack.blockCount,
+                                     "weight_mb": ack.weightBytes / 1_000_000])
+        }
+        let table = StagePlanner.describe(plan, config: config)
+        log.info("serving", ["endpoint": endpoint, "stages": plan.count, "model": options.modelPath])
+        return table
+    }
+
+    /// Waits for the next message from one worker during start-up.
+    func awaitReply(link i: Int, deadline: Date, what: String) throws -> WireMessage {
+        while true {
+            let remaining = deadline.timeIntervalSinceNow
+            guard remaining > 0 else {
+                throw CoordinatorError(message: "worker \(links[i].endpoint) did not answer \(what) in \(Int(options.startupTimeoutSeconds)) s; is `rwkvx worker --listen \(links[i].endpoint)` running?")
+            }
+            guard let frames = try links[i].socket.receive(timeoutMillis: min(Int(remaining * 1000) + 1, 1000)) else { continue }
+            let message = try WireMessage.decode(frames)
+            if case .sessionAck = message.body { continue }
+            return message
+        }
+    }
+
+    func describe(_ message: WireMessage) -> String {
+        if case .error(let report) = message.body { return "\(report.code): \(report.message)" }
+        return message.body.kindName
+    }
+
+    func send(_ link: Int, _ body: MessageBody, frames: [[UInt8]] = []) throws {
+        let message = WireMessage(messageID: nextMessageID, body: body, frames: frames)
+        nextMessageID += 1
+        try links[link].socket.send(try message.encode())
+    }
+
+    // MARK: - Event loop
+
+    /// Serves clients until a shutdown request.
+    public func run() throws {
+        let sockets = [clientSocket] + links.map(\.socket)
+        while running {
+            let ready = try ZmqPoller.poll(sockets, timeoutMillis: 50)
+            if ready[0] {
+                while let frames = try clientSocket.receiveNow() { handleClient(frames) }
+            }
+            for i in links.indices where ready[i + 1] {
+                while let frames = try links[i].socket.receiveNow() { handleWorker(i, frames) }
+            }
+            checkLiveness()
+            dispatchBatches()
+        }
+        for i in links.indices where links[i].alive {
+            try? send(i, .shutdown(Shutdown(reason: "coordinator stopping", drain: false)))
+        }
+        log.info("stopped", [:])
+    }
+
+    // MARK: - Worker messages
+
+    func handleWorker(_ i: Int, _ frames: [[UInt8]]) {
+        links[i].lastHeard = Date()
+        if !links[i].alive {
+            log.warning("worker answered after it was marked dead; its sessions are already failed", ["worker": links[i].endpoint])
+        }
+        let message: WireMessage
+        do {
+            message = try WireMessage.decode(frames)
+        } catch {
+            log.warning("malformed message from worker", ["worker": links[i].endpoint, "error": error])
+            return
+        }
+        switch message.body {
+        case .forwardResult(let result):
+            handleResult(result, message, link: i)
+        case .error(let report):
+            handleWorkerError(report, link: i)
+        case .stateSnapshot(let snapshot):
+            handleSnapshot(snapshot, message)
+        case .health(let health):
+            links[i].health = health
+        case .sessionAck:
+            break
+        default:
+            log.warning("unexpected message from worker", ["worker": links[i].endpoint, "kind": message.body.kindName])
+        }
+    }
+
+    func checkLiveness() {
+        let now = Date()
+        if now.timeIntervalSince(lastHeartbeat) >= 1 {
+            lastHeartbeat = now
+            let micros = UInt64(now.timeIntervalSince1970 * 1_000_000)
+            for i in links.indices where links[i].alive {
+                try? send(i, .heartbeat(Heartbeat(sentUnixMicros: micros)))
+            }
+        }
+        for (s, link) in stageLink.enumerated() where links[link].alive {
+            // A worker computing a long batch cannot answer heartbeats, so allow more time then.
+            let limit: Double = inFlight[s] == nil ? 10 : 300
+            if now.timeIntervalSince(links[link].lastHeard) > limit {
+                links[link].alive = false
+                log.error("worker stopped responding", ["stage": s, "worker": links[link].endpoint,
+                                                        "silent_seconds": Int(now.timeIntervalSince(links[link].lastHeard))])
+                // NOTE: no failover yet: every session spans every stage, so all are lost.
+                for id in Array(sessions.keys) {
+                    failSession(id, "stage \(s) (worker \(links[link].endpoint)) stopped responding; the session is lost")
+                }
+                inFlight[s] = nil
+            }
+        }
+    }
+
+    /// Index of the first dead stage, if any.
+    var deadStage: Int? {
+        stageLink.firstIndex { !links[$0].alive }
+    }
+}
