@@ -91,6 +91,8 @@ public final class Coordinator {
     var generatedTokens: UInt64 = 0
     var hopBytes: UInt64 = 0
     var hopTokens: UInt64 = 0
+    /// Seconds of silence after which an idle worker counts as dead.
+    let silenceLimitSeconds = 10.0
 
     public init(options: CoordinatorOptions) throws {
         self.options = options
@@ -267,8 +269,9 @@ public final class Coordinator {
             }
         }
         for (s, link) in stageLink.enumerated() where links[link].alive {
-            // A worker computing a long batch cannot answer heartbeats, so allow more time then.
-            let limit: Double = inFlight[s] == nil ? 10 : 300
+            // A worker computing a batch cannot answer heartbeats, so allow time for the
+            // batch: a generous 50 ms per token on top of the idle limit.
+            let limit = silenceLimitSeconds + 0.05 * Double(inFlight[s]?.tokens ?? 0)
             if now.timeIntervalSince(links[link].lastHeard) > limit {
                 links[link].alive = false
                 log.error("worker stopped responding", ["stage": s, "worker": links[link].endpoint,

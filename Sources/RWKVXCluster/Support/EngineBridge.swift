@@ -3,8 +3,8 @@ import RWKVX
 
 extension RWKVX.AttentionOptions {
     /// Wire form; every field is sent explicitly (0 on the wire means "default").
-    var wire: AttentionOptions {
-        var w = AttentionOptions()
+    var wire: WireAttentionOptions {
+        var w = WireAttentionOptions()
         w.chunkSize = UInt32(chunkSize)
         w.topK = UInt32(topK)
         w.maxKVCacheSize = UInt64(maxKVCacheSize)
@@ -16,7 +16,7 @@ extension RWKVX.AttentionOptions {
 
     /// Reads the wire form. max_kv_cache_size 0 means "no compression" here, as in
     /// the engine, so the coordinator always sends the value it wants.
-    init(wire w: AttentionOptions) {
+    init(wire w: WireAttentionOptions) {
         self.init()
         if w.chunkSize > 0 { chunkSize = Int(w.chunkSize) }
         if w.topK > 0 { topK = Int(w.topK) }

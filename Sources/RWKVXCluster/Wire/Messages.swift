@@ -5,7 +5,7 @@
 
 // MARK: Enums
 
-public enum AttentionMode: UInt32, Sendable { case unspecified = 0, sparse, full, none }
+public enum WireAttentionMode: UInt32, Sendable { case unspecified = 0, sparse, full, none }
 public enum BlockKind: UInt32, Sendable { case unspecified = 0, rwkv7, attention }
 public enum SessionAction: UInt32, Sendable { case unspecified = 0, open, close, reset }
 public enum StepKind: UInt32, Sendable { case unspecified = 0, prefill, decode }
@@ -39,13 +39,13 @@ public struct WorkerHello: Sendable, Equatable {
 
 // MARK: Stage assignment
 
-public struct AttentionOptions: Sendable, Equatable {
+public struct WireAttentionOptions: Sendable, Equatable {
     public var chunkSize: UInt32 = 0
     public var topK: UInt32 = 0
     public var maxKVCacheSize: UInt64 = 0
     public var kvCacheWindowSize: UInt64 = 0
     public var minKVCacheSize: UInt64 = 0
-    public var attnMode: AttentionMode = .unspecified
+    public var attnMode: WireAttentionMode = .unspecified
     public init() {}
 }
 
@@ -66,7 +66,7 @@ public struct StageAssignment: Sendable, Equatable {
     public var blocks: [BlockRef] = []
     public var hasEmbedding = false
     public var hasHead = false
-    public var attention = AttentionOptions()
+    public var attention = WireAttentionOptions()
     /// Activation dtype this stage sends; nil where the proto field is unset.
     public var wireDType: DType? = nil
     public var threads: UInt32 = 0

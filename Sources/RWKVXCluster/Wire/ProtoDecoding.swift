@@ -152,7 +152,7 @@ extension StageAssignment {
         }
         hasEmbedding = c.has_embedding != 0
         hasHead = c.has_head != 0
-        if let options = c.attention { attention = try AttentionOptions(options.pointee) }
+        if let options = c.attention { attention = try WireAttentionOptions(options.pointee) }
         wireDType = c.wire_dtype.rawValue == 0 ? nil : try enumValue(c.wire_dtype.rawValue, "StageAssignment", "wire_dtype") as DType
         threads = c.threads
         nextStageEndpoint = string(c.next_stage_endpoint)
@@ -160,7 +160,7 @@ extension StageAssignment {
     }
 }
 
-extension AttentionOptions {
+extension WireAttentionOptions {
     init(_ c: Rwkvx__AttentionOptions) throws {
         self.init()
         chunkSize = c.chunk_size
@@ -168,7 +168,7 @@ extension AttentionOptions {
         maxKVCacheSize = c.max_kv_cache_size
         kvCacheWindowSize = c.kv_cache_window_size
         minKVCacheSize = c.min_kv_cache_size
-        attnMode = try enumValue(c.attn_mode.rawValue, "AttentionOptions", "attn_mode")
+        attnMode = try enumValue(c.attn_mode.rawValue, "WireAttentionOptions", "attn_mode")
     }
 }
 

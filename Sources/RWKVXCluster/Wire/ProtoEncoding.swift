@@ -131,7 +131,7 @@ extension StageAssignment {
     }
 }
 
-extension AttentionOptions {
+extension WireAttentionOptions {
     func c(_ arena: CArena) -> UnsafeMutablePointer<Rwkvx__AttentionOptions> {
         let m: UnsafeMutablePointer<Rwkvx__AttentionOptions> = arena.message { rwkvx__attention_options__init($0) }
         m.pointee.chunk_size = chunkSize
