@@ -49,7 +49,7 @@ func coordinatorSettings(_ args: Arguments, model: String, workers: [String], li
     return o
 }
 
-/// The coordinator options given to `cluster up`, passed on to the coordinator process.
+/// Collects the coordinator options given to `cluster up`, to pass on to the coordinator process.
 func forwardedCoordinatorArguments(_ args: Arguments) -> [String] {
     var out: [String] = []
     for spec in coordinatorOptions {

@@ -13,7 +13,7 @@ public final class ClusterClient {
     let context: ZmqContext
     let socket: ZmqSocket
     public let endpoint: String
-    /// Longest wait for one reply.
+    /// Maximum wait for one reply, in seconds.
     public var timeoutSeconds: Double
 
     public init(endpoint: String, timeoutSeconds: Double = 600) throws {
@@ -36,7 +36,7 @@ public final class ClusterClient {
         try socket.send([ClientCoding.encode(request)])
     }
 
-    /// The next reply and its payload frame, if any. Errors become thrown errors.
+    /// Receives the next reply and its payload frame, if any; an error reply is thrown.
     func receive() throws -> (ClientReply, [UInt8]?) {
         let deadline = Date().addingTimeInterval(timeoutSeconds)
         while true {
@@ -58,7 +58,7 @@ public final class ClusterClient {
         try send(request)
         let (reply, payload) = try receive()
         guard reply.op == op else {
-            throw ClusterClientError(message: "coordinator answered \(request.op) with \(reply.op), expected \(op)")
+            throw ClusterClientError(message: "coordinator replied to \(request.op) with \(reply.op), expected \(op)")
         }
         return (reply, payload)
     }

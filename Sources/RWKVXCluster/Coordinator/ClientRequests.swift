@@ -92,11 +92,11 @@ extension Coordinator {
                                         "max_tokens": sampling.maxTokens])
     }
 
-    /// Splits a prompt into prefill steps where that is exact, the last one sampling.
-    /// Splitting changes nothing for RWKV blocks; for sparse blocks it is exact only
-    /// while every piece gets full attention over the cache (session tokens plus the
-    /// prompt within chunk_size * top_k) and no compression can trigger, so longer
-    /// prompts on RWKV-X models go as one step, as in the reference.
+    /// Splits a prompt into prefill steps where that is exact; the last step samples.
+    /// Splitting changes nothing for RWKV blocks. For sparse blocks it is exact only
+    /// while every piece gets full attention over the cache, that is while the session's
+    /// tokens plus the prompt fit in chunk_size * top_k and no compression can trigger.
+    /// Longer prompts on RWKV-X models therefore run as one step, as in the reference.
     func promptSteps(_ tokens: [Int], session: ClusterSession) -> [SessionStepPlan] {
         let attention = options.attention
         let total = session.tokensProcessed + tokens.count
@@ -113,7 +113,7 @@ extension Coordinator {
         return steps
     }
 
-    /// A sampled token arrived from the last stage: stream its text, then stop or go on.
+    /// Streams the text of a token sampled by the last stage, then stops or queues the next decode.
     func handleToken(_ session: ClusterSession, _ token: Int) {
         guard var run = session.generation else { return }
         if run.decodeStarted == nil {

@@ -1,4 +1,4 @@
-// A session as the coordinator sees it: the steps still to run, the one step that
+// A session as the coordinator tracks it: the steps still to run, the one step that
 // is moving through the stages, and for text generation the sampling and
 // streaming state.
 import Foundation

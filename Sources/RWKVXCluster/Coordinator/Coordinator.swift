@@ -2,9 +2,9 @@
 // splits the model into stages over the workers, and moves every session's steps
 // through the stages with continuous batching.
 //
-// Topology: hub and spoke. The coordinator holds one DEALER per worker and relays
-// each stage's activations to the next stage itself, so one process knows where
-// every session is; that is what a later failover from state deltas needs. The
+// Topology: hub and spoke. The coordinator has one DEALER per worker and relays
+// each stage's activations to the next stage itself, so one process tracks where
+// every session is. A later failover from state deltas needs exactly that. The
 // cost is one extra hop per stage (about 0.1 ms for a decode step on loopback).
 // NOTE: direct stage-to-stage forwarding (StageAssignment.next_stage_endpoint) is
 // specified in the protocol but not used yet.
@@ -132,7 +132,7 @@ public final class Coordinator {
         for i in links.indices {
             let reply = try awaitReply(link: i, deadline: deadline, what: "registration")
             guard case .workerHello(let h) = reply.body else {
-                throw CoordinatorError(message: "worker \(links[i].endpoint) answered registration with \(reply.body.kindName): \(describe(reply))")
+                throw CoordinatorError(message: "worker \(links[i].endpoint) replied to registration with \(reply.body.kindName): \(describe(reply))")
             }
             links[i].hello = h
             log.info("worker registered", ["worker": links[i].endpoint, "cores": h.cores, "kernels": h.kernelLevel,
@@ -187,7 +187,7 @@ public final class Coordinator {
         while true {
             let remaining = deadline.timeIntervalSinceNow
             guard remaining > 0 else {
-                throw CoordinatorError(message: "worker \(links[i].endpoint) did not answer \(what) in \(Int(options.startupTimeoutSeconds)) s; is `rwkvx worker --listen \(links[i].endpoint)` running?")
+                throw CoordinatorError(message: "worker \(links[i].endpoint) did not reply to \(what) in \(Int(options.startupTimeoutSeconds)) s; is `rwkvx worker --listen \(links[i].endpoint)` running?")
             }
             guard let frames = try links[i].socket.receive(timeoutMillis: min(Int(remaining * 1000) + 1, 1000)) else { continue }
             let message = try WireMessage.decode(frames)
@@ -234,7 +234,7 @@ public final class Coordinator {
     func handleWorker(_ i: Int, _ frames: [[UInt8]]) {
         links[i].lastHeard = Date()
         if !links[i].alive {
-            log.warning("worker answered after it was marked dead; its sessions are already failed", ["worker": links[i].endpoint])
+            log.warning("message from a worker marked dead; its sessions have already failed", ["worker": links[i].endpoint])
         }
         let message: WireMessage
         do {
@@ -269,8 +269,8 @@ public final class Coordinator {
             }
         }
         for (s, link) in stageLink.enumerated() where links[link].alive {
-            // A worker computing a batch cannot answer heartbeats, so allow time for the
-            // batch: a generous 50 ms per token on top of the idle limit.
+            // A worker computing a batch cannot reply to heartbeats, so the limit grows
+            // with the batch by a generous 50 ms per token.
             let limit = silenceLimitSeconds + 0.05 * Double(inFlight[s]?.tokens ?? 0)
             if now.timeIntervalSince(links[link].lastHeard) > limit {
                 links[link].alive = false

@@ -1,5 +1,5 @@
-// Continuous batching: each stage computes one batch at a time; whenever a stage
-// is free it gets every session step waiting for it (up to the batch limits), so
+// Continuous batching: each stage computes one batch at a time. Whenever a stage
+// is free it gets every session step waiting for it, up to the batch limits, so
 // with several stages and enough sessions every stage is busy. Sessions move one
 // step at a time through the stages in order.
 import Foundation

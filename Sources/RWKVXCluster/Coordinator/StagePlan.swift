@@ -1,7 +1,7 @@
 // How the execution order is split into pipeline stages: automatically, by the
 // cost of each block and each worker's reported speed and memory, or from a plan
-// file. Stages are contiguous ranges of execution positions; the first holds the
-// embedding and the last the head.
+// file. Stages are contiguous ranges of execution positions. The first stage also
+// runs the embedding and the last one the head.
 import Foundation
 import RWKVX
 
@@ -21,7 +21,7 @@ public struct PlannedStage: Sendable, Codable, Equatable {
     public var positions: Range<Int> { first..<(first + count) }
 }
 
-/// What the planner knows of a worker.
+/// A worker's resources as the planner uses them.
 public struct WorkerCapacity: Sendable {
     public var endpoint: String
     public var cores: Int
@@ -38,7 +38,12 @@ public struct WorkerCapacity: Sendable {
     /// Relative compute speed: cores times a factor for the kernel level. An
     /// estimate; decode is memory-bound, so wider SIMD helps less than its width.
     var speed: Double {
-        let level: Double = kernelLevel == "avx512" ? 1.3 : kernelLevel == "avx2" ? 1.0 : 0.25
+        let level: Double
+        switch kernelLevel {
+        case "avx512": level = 1.3
+        case "avx2": level = 1.0
+        default: level = 0.25
+        }
         return Double(max(cores, 1)) * level
     }
 }
@@ -156,7 +161,7 @@ public enum StagePlanner {
         }
     }
 
-    /// A table of the plan for logs and the CLI.
+    /// Formats the plan as a table for logs and the CLI.
     public static func describe(_ stages: [PlannedStage], config: ModelConfig) -> String {
         let order = config.executionOrder
         var out = "plan: \(stages.count) stage(s) over \(order.count) blocks\n"

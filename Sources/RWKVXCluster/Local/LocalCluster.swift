@@ -24,7 +24,7 @@ public struct LocalClusterSpec: Sendable {
     }
 }
 
-/// What `cluster up` records in RUN_DIR/cluster.json.
+/// The record `cluster up` writes to RUN_DIR/cluster.json.
 public struct LocalClusterRecord: Codable, Sendable {
     public var coordinator: String
     public var workers: [String]
@@ -151,7 +151,7 @@ public enum LocalCluster {
         var status: Int32 = 0
         if waitpid(pid, &status, WNOHANG) == pid { return false }
         guard kill(pid, 0) == 0 else { return false }
-        // A zombie child still answers kill(0); check its state.
+        // kill(pid, 0) also succeeds for a zombie, so check the process state.
         if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
            let close = stat.lastIndex(of: ")") {
             let state = stat[stat.index(close, offsetBy: 2)]

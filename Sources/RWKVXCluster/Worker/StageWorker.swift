@@ -1,6 +1,6 @@
-// A pipeline-stage worker: binds one ROUTER socket, registers with the
-// coordinator, loads the layer range it is assigned (only those weights are read
-// from its copy of the checkpoint), keeps every session's state for its blocks
+// A pipeline-stage worker. It binds one ROUTER socket and registers with the
+// coordinator. It loads the layer range it is assigned, reading only those weights
+// from its copy of the checkpoint. It keeps every session's state for its blocks
 // and runs forward passes for batches of sessions.
 //
 // Follows the message orders of proto/rwkvx.proto. One thread owns the socket and
@@ -30,7 +30,7 @@ struct WorkerSession {
     var state: SessionState
     /// Last processed sequence number (0 after OPEN or RESET).
     var sequence: UInt64 = 0
-    /// Created on the first step that asks this (last) stage to sample.
+    /// Created on the first step that requests sampling from this (last) stage.
     var sampler: Sampler?
 }
 
@@ -332,7 +332,7 @@ public final class StageWorker {
         }
         guard Set(state.blocks) == Set(stage.blocks) else {
             throw WorkerFailure(code: .malformedMessage,
-                                message: "snapshot holds blocks \(state.blocks), this stage runs \(stage.blocks)",
+                                message: "snapshot contains blocks \(state.blocks), this stage runs \(stage.blocks)",
                                 sessionID: snapshot.sessionID)
         }
         sessions[snapshot.sessionID] = WorkerSession(state: state, sequence: snapshot.sequence)
