@@ -127,8 +127,8 @@ final class CheckpointHashTests: XCTestCase {
 
 final class CheckpointReadTests: CheckpointTestCase {
     func testPthAndSafetensorsAgree() throws {
-        let pth = try Checkpoint.open(path: fixture("rwkvx-tiny.pth"))
-        let safetensors = try Checkpoint.open(path: fixture("rwkvx-tiny.safetensors"))
+        let pth = try Checkpoint.open(path: fixture("rwkvx-tiny/rwkvx-tiny.pth"))
+        let safetensors = try Checkpoint.open(path: fixture("rwkvx-tiny/rwkvx-tiny.safetensors"))
         XCTAssertEqual(pth.format, .pytorch)
         XCTAssertEqual(safetensors.format, .safetensors)
         XCTAssertEqual(pth.tensorNames.count, 157)
@@ -144,7 +144,7 @@ final class CheckpointReadTests: CheckpointTestCase {
     }
 
     func testFixtureValuesAreNotDegenerate() throws {
-        let checkpoint = try Checkpoint.open(path: fixture("rwkvx-tiny.pth"))
+        let checkpoint = try Checkpoint.open(path: fixture("rwkvx-tiny/rwkvx-tiny.pth"))
         let embedding = try checkpoint.tensor("rwkv.emb.weight")
         XCTAssertEqual(embedding.dtype, .bfloat16)
         XCTAssertEqual(embedding.shape, [256, 128])
@@ -154,16 +154,16 @@ final class CheckpointReadTests: CheckpointTestCase {
     }
 
     func testMetadata() throws {
-        let pth = try Checkpoint.open(path: fixture("rwkvx-tiny.pth"))
+        let pth = try Checkpoint.open(path: fixture("rwkvx-tiny/rwkvx-tiny.pth"))
         XCTAssertEqual(pth.metadata["byteorder"], "little")
         XCTAssertEqual(pth.metadata["version"], "3")
-        let safetensors = try Checkpoint.open(path: fixture("rwkvx-tiny.safetensors"))
+        let safetensors = try Checkpoint.open(path: fixture("rwkvx-tiny/rwkvx-tiny.safetensors"))
         XCTAssertEqual(safetensors.metadata["layout"], "rwkv-x")
         XCTAssertEqual(safetensors.metadata["n_embd"], "128")
     }
 
     func testPlainRWKV7Names() throws {
-        let checkpoint = try Checkpoint.open(path: fixture("rwkv7-tiny.pth"))
+        let checkpoint = try Checkpoint.open(path: fixture("rwkv7-tiny/rwkv7-tiny.pth"))
         XCTAssertTrue(checkpoint.contains("emb.weight"))
         XCTAssertTrue(checkpoint.contains("blocks.0.att.key.weight"))
         XCTAssertFalse(checkpoint.tensorNames.contains { $0.hasPrefix("rwkv.") })
@@ -171,10 +171,10 @@ final class CheckpointReadTests: CheckpointTestCase {
     }
 
     func testFingerprint() throws {
-        let first = try Checkpoint.open(path: fixture("rwkvx-tiny.pth"))
-        let again = try Checkpoint.open(path: fixture("rwkvx-tiny.pth"))
-        let other = try Checkpoint.open(path: fixture("rwkv7-tiny.pth"))
-        let safetensors = try Checkpoint.open(path: fixture("rwkvx-tiny.safetensors"))
+        let first = try Checkpoint.open(path: fixture("rwkvx-tiny/rwkvx-tiny.pth"))
+        let again = try Checkpoint.open(path: fixture("rwkvx-tiny/rwkvx-tiny.pth"))
+        let other = try Checkpoint.open(path: fixture("rwkv7-tiny/rwkv7-tiny.pth"))
+        let safetensors = try Checkpoint.open(path: fixture("rwkvx-tiny/rwkvx-tiny.safetensors"))
         XCTAssertEqual(first.fingerprint.count, 64)
         XCTAssertTrue(first.fingerprint.allSatisfy { "0123456789abcdef".contains($0) })
         XCTAssertEqual(first.fingerprint, again.fingerprint)
@@ -183,7 +183,7 @@ final class CheckpointReadTests: CheckpointTestCase {
     }
 
     func testMissingTensor() throws {
-        let checkpoint = try Checkpoint.open(path: fixture("rwkv7-tiny.pth"))
+        let checkpoint = try Checkpoint.open(path: fixture("rwkv7-tiny/rwkv7-tiny.pth"))
         assertCheckpointError(try checkpoint.tensor("blocks.99.att.key.weight"), "missing tensor") {
             $0 == .missingTensor(path: checkpoint.path, tensor: "blocks.99.att.key.weight")
         }
@@ -309,7 +309,7 @@ final class CheckpointWriteTests: CheckpointTestCase {
     }
 
     func testFixtureRewriteRoundTrips() throws {
-        let original = try Checkpoint.open(path: fixture("rwkv7-tiny.pth"))
+        let original = try Checkpoint.open(path: fixture("rwkv7-tiny/rwkv7-tiny.pth"))
         let payloads = try original.tensorNames.map { TensorPayload(copying: try original.tensor($0)) }
         let pthPath = temporary("rewritten.pth")
         let safetensorsPath = temporary("rewritten.safetensors")
@@ -367,7 +367,7 @@ final class CheckpointErrorTests: CheckpointTestCase {
     }
 
     func testTruncatedZip() throws {
-        let original = try readBytes(fixture("rwkv7-tiny.pth"))
+        let original = try readBytes(fixture("rwkv7-tiny/rwkv7-tiny.pth"))
         // Inside the first header, inside tensor data, inside the central
         // directory, inside the zip64 records, and one byte short.
         for length in [10, 100, original.count / 2, original.count - 1_000, original.count - 30, original.count - 1] {
@@ -380,7 +380,7 @@ final class CheckpointErrorTests: CheckpointTestCase {
     }
 
     func testCorruptCentralDirectory() throws {
-        let original = try readBytes(fixture("rwkv7-tiny.pth"))
+        let original = try readBytes(fixture("rwkv7-tiny/rwkv7-tiny.pth"))
         let endOffset = original.count - 22
         let directoryOffset = original.withUnsafeBytes { $0.u64(endOffset - 20 - 56 + 48) }
 
@@ -415,7 +415,7 @@ final class CheckpointErrorTests: CheckpointTestCase {
     }
 
     func testCompressedEntryIsRejected() throws {
-        var bytes = try readBytes(fixture("rwkv7-tiny.pth"))
+        var bytes = try readBytes(fixture("rwkv7-tiny/rwkv7-tiny.pth"))
         let directoryOffset = Int(bytes.withUnsafeBytes { $0.u64(bytes.count - 22 - 20 - 56 + 48) })
         bytes[directoryOffset + 10] = 8  // deflate
         let path = temporary("deflated.pth")
@@ -426,7 +426,7 @@ final class CheckpointErrorTests: CheckpointTestCase {
     }
 
     func testCorruptPickleCRC() throws {
-        var bytes = try readBytes(fixture("rwkv7-tiny.pth"))
+        var bytes = try readBytes(fixture("rwkv7-tiny/rwkv7-tiny.pth"))
         bytes[70] ^= 0x01  // inside data.pkl, whose data starts at offset 64
         let path = temporary("bad-crc.pth")
         try writeBytes(bytes, path)
@@ -485,7 +485,7 @@ final class CheckpointErrorTests: CheckpointTestCase {
     }
 
     func testSafetensorsBadHeaderLength() throws {
-        let original = try readBytes(fixture("rwkvx-tiny.safetensors"))
+        let original = try readBytes(fixture("rwkvx-tiny/rwkvx-tiny.safetensors"))
 
         var huge = original
         huge.replaceSubrange(0..<8, with: withUnsafeBytes(of: UInt64(1 << 40).littleEndian, Array.init))
