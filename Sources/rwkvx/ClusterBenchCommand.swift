@@ -193,15 +193,21 @@ func runClusterSessions(endpoint: String, prompts: [String], genTokens: Int) thr
         Thread {
             defer { finished.leave() }
             let outcome: Result<GenerationReport, Error>
+            var client: ClusterClient?
             do {
-                let client = try ClusterClient(endpoint: endpoint, timeoutSeconds: 600)
-                defer { client.close() }
-                _ = try client.status()   // connected before the clock starts
-                connected.leave()
-                release.wait()
+                client = try ClusterClient(endpoint: endpoint, timeoutSeconds: 600)
+                _ = try client!.status()   // connected before the clock starts
+            } catch {
+                client = nil
+                results.withLock { $0.append(.failure(error)) }
+            }
+            connected.leave()
+            guard let client else { return }
+            defer { client.close() }
+            release.wait()
+            do {
                 outcome = .success(try client.generate(prompt: prompt, sampling: sampling) { _ in })
             } catch {
-                connected.leave()
                 outcome = .failure(error)
             }
             results.withLock { $0.append(outcome) }
