@@ -30,7 +30,8 @@ let coordinatorOptions: [OptionSpec] = [
     OptionSpec("plan", "auto|FILE", "stage plan: auto (by block cost and worker speed) or a JSON plan file"),
     OptionSpec("wire-dtype", "TYPE", "activation dtype between stages: fp32 (exact, default), bf16 or fp16"),
     OptionSpec("worker-threads", "N", "threads each worker uses (default: the worker's --threads)"),
-    OptionSpec("max-batch", "N", "most sessions in one batch (default 32)"),
+    OptionSpec("max-batch", "N", "maximum sessions in one batch (default 32)"),
+    OptionSpec("plan-context", "N", "context length in tokens the auto plan balances stages for (default 1024)"),
 ] + SharedOptions.attention
 
 func coordinatorSettings(_ args: Arguments, model: String, workers: [String], listen: String) throws -> CoordinatorOptions {
@@ -45,6 +46,8 @@ func coordinatorSettings(_ args: Arguments, model: String, workers: [String], li
     }
     o.workerThreads = try args.int("worker-threads", default: 0)
     o.maxBatchSessions = try args.int("max-batch", default: 32)
+    o.planContextTokens = try args.int("plan-context", default: 1024)
+    guard o.planContextTokens >= 0 else { throw UsageError(message: "invalid --plan-context \(o.planContextTokens): must not be negative") }
     guard o.maxBatchSessions >= 1 else { throw UsageError(message: "invalid --max-batch \(o.maxBatchSessions): must be at least 1") }
     return o
 }

@@ -31,6 +31,9 @@ public struct CoordinatorOptions: Sendable {
     public var maxBatchTokens = 512
     /// Prompt tokens per prefill step, where splitting a prefill is exact (see schedulePrompt).
     public var prefillChunk = 256
+    /// Context length in tokens the automatic plan balances stages for: sparse blocks
+    /// cost more the longer the context they attend to.
+    public var planContextTokens = 1024
     /// Seconds to wait for every worker to register and load its stage.
     public var startupTimeoutSeconds = 120.0
 
@@ -147,7 +150,8 @@ public final class Coordinator {
                 WorkerCapacity(endpoint: $0.endpoint, cores: Int($0.hello!.cores), memoryBytes: $0.hello!.memoryBytes,
                                kernelLevel: $0.hello!.kernelLevel)
             }
-            plan = try StagePlanner.plan(config: config, workers: capacities)
+            plan = try StagePlanner.plan(config: config, workers: capacities, contextTokens: options.planContextTokens,
+                                         attention: options.attention)
         }
         stageLink = plan.map { stage in links.firstIndex { $0.endpoint == stage.worker }! }
         waiting = Array(repeating: [], count: plan.count)

@@ -1,7 +1,8 @@
 // Continuous batching: each stage computes one batch at a time. Whenever a stage
-// is free it gets every session step waiting for it, up to the batch limits, so
-// with several stages and enough sessions every stage is busy. Sessions move one
-// step at a time through the stages in order.
+// is free it gets the session steps waiting for it, up to the batch limits and to
+// 1/S of the sessions in the pipeline (S stages), so the sessions form about S
+// groups that keep every stage busy. Sessions move one step at a time through the
+// stages in order.
 import Foundation
 import RWKVX
 
@@ -29,9 +30,16 @@ extension Coordinator {
         let queue = waiting[s].filter { sessions[$0]?.current != nil }
         let decodes = queue.filter { sessions[$0]!.current!.plan.tokens.count == 1 }
         let prefills = queue.filter { sessions[$0]!.current!.plan.tokens.count > 1 }
+        // A stage that takes every waiting session makes all sessions one group that
+        // only one stage computes at a time. Capping a batch at ceil(sessions in the
+        // pipeline / stages) splits them into about one group per stage, and the
+        // groups rotate through the stages so that every stage is busy.
+        let inPipeline = sessions.values.reduce(0) { $0 + ($1.current == nil ? 0 : 1) }
+        let groupSize = (inPipeline + plan.count - 1) / plan.count
+        let sessionLimit = max(1, min(options.maxBatchSessions, groupSize))
         for id in decodes + prefills {
             let n = sessions[id]!.current!.plan.tokens.count
-            if chosen.count >= options.maxBatchSessions { break }
+            if chosen.count >= sessionLimit { break }
             if !chosen.isEmpty && tokens + n > options.maxBatchTokens { continue }
             chosen.append(id)
             tokens += n

@@ -58,12 +58,13 @@ public enum StagePlanner {
     /// weights it reads, with sparse blocks weighted up for the attention over their
     /// KV cache at long context. The head's cost is added to the last position and
     /// the embedding lookup is free.
-    public static func blockCosts(config: ModelConfig, contextTokens: Int = 4096) -> [Double] {
+    public static func blockCosts(config: ModelConfig, contextTokens: Int,
+                                  attention: RWKVX.AttentionOptions = RWKVX.AttentionOptions()) -> [Double] {
         let c = Double(config.nEmbd), f = Double(config.ffnSize)
         let lora = c * Double(2 * (config.loraDecay + config.loraA + config.loraGate + config.loraValue))
         let rwkv = 4 * c * c + 2 * c * f + lora
         // Attention reads up to chunk_size * top_k cached rows of K and V per token.
-        let attended = Double(min(contextTokens, 3 * 2048))
+        let attended = Double(min(contextTokens, attention.windowSize))
         let sparse = 4 * c * c + 2 * c * f + 2 * attended * c
         var costs = config.executionOrder.map { block -> Double in
             if case .sparse = block { return sparse }
@@ -76,8 +77,10 @@ public enum StagePlanner {
     /// Splits the execution order over `workers` in order, giving each a share of
     /// the total cost proportional to its speed, and checks each stage fits in its
     /// worker's memory (weights at `bytesPerParameter`).
-    public static func plan(config: ModelConfig, workers: [WorkerCapacity], bytesPerParameter: Double = 2) throws -> [PlannedStage] {
-        let costs = blockCosts(config: config)
+    public static func plan(config: ModelConfig, workers: [WorkerCapacity], contextTokens: Int = 1024,
+                            attention: RWKVX.AttentionOptions = RWKVX.AttentionOptions(),
+                            bytesPerParameter: Double = 2) throws -> [PlannedStage] {
+        let costs = blockCosts(config: config, contextTokens: contextTokens, attention: attention)
         let n = costs.count
         guard !workers.isEmpty else { throw PlanError(message: "no workers to plan stages on") }
         guard workers.count <= n else {

@@ -61,6 +61,24 @@ extension StageWorker {
             let counts = inputs.map { Int($0.step.tokenCount) }
             stage.forwardBatch(&x, vFirst: &vFirst, tokenCounts: counts, states: &states)
 
+            // The head runs once for the batch: every session's last row, or all its rows
+            // when it asked for full logits.
+            var logits: [Float] = []
+            var logitRows: [Range<Int>] = []
+            if stage.hasHead {
+                var rows: [Float] = []
+                var row = 0, headRow = 0
+                for (i, input) in inputs.enumerated() {
+                    let first = input.step.wantFullLogits ? row : row + counts[i] - 1
+                    rows += x[(first * c)..<((row + counts[i]) * c)]
+                    let n = row + counts[i] - first
+                    logitRows.append(headRow..<(headRow + n))
+                    headRow += n
+                    row += counts[i]
+                }
+                logits = stage.logits(rows: rows)
+            }
+
             var row = 0
             for (i, input) in inputs.enumerated() {
                 let id = input.step.sessionID
@@ -68,8 +86,15 @@ extension StageWorker {
                 sessions[id]!.sequence = input.step.sequence
                 let rows = row..<(row + counts[i])
                 row += counts[i]
-                outputs.append(try output(for: input.step, rows: rows, x: x, vFirst: vFirst, stage: stage,
-                                          assignment: assignment, into: &reply))
+                if stage.hasHead {
+                    let v = stage.config.vocabSize
+                    let slice = Array(logits[(logitRows[i].lowerBound * v)..<(logitRows[i].upperBound * v)])
+                    outputs.append(headOutput(for: input.step, logits: slice, rows: logitRows[i].count, vocab: v,
+                                              into: &reply))
+                } else {
+                    outputs.append(activationOutput(for: input.step, rows: rows, x: x, vFirst: vFirst, c: c,
+                                                    assignment: assignment, into: &reply))
+                }
             }
         }
         let micros = UInt64(Date().timeIntervalSince(start) * 1_000_000)
@@ -99,6 +124,8 @@ extension StageWorker {
         guard step.kind != .decode || t == 1 else {
             throw WorkerFailure(code: .malformedMessage, message: "a decode step has exactly 1 token, got \(t)", sessionID: id)
         }
+
+        if stage.hasHead { try prepareSampler(step) }
 
         if stage.hasEmbedding {
             guard step.tokenIDs.count == t else {
@@ -137,54 +164,56 @@ extension StageWorker {
         }
     }
 
-    /// The result of one session: a token or logits from the last stage, activations otherwise.
-    func output(for step: SessionStep, rows: Range<Int>, x: [Float], vFirst: [Float], stage: Stage,
-                assignment: StageAssignment, into reply: inout WireMessage) throws -> SessionOutput {
-        let c = stage.config.nEmbd
+    /// The activation (and v_first) of one session for the next stage.
+    func activationOutput(for step: SessionStep, rows: Range<Int>, x: [Float], vFirst: [Float], c: Int,
+                          assignment: StageAssignment, into reply: inout WireMessage) -> SessionOutput {
         var out = SessionOutput()
         out.sessionID = step.sessionID
         out.sequence = step.sequence
         let slice = (rows.lowerBound * c)..<(rows.upperBound * c)
+        let dtype = assignment.wireDType ?? .f32
+        out.activation = reply.appendTensor(WireTensor(floats: Array(x[slice]), shape: [rows.count, c], dtype: dtype,
+                                                       name: "activation"))
+        if !vFirst.isEmpty {
+            out.vFirst = reply.appendTensor(WireTensor(floats: Array(vFirst[slice]), shape: [rows.count, c], dtype: dtype,
+                                                       name: "v_first"))
+        }
+        out.output = .activationOnly
+        return out
+    }
 
-        guard stage.hasHead else {
-            let dtype = assignment.wireDType ?? .f32
-            out.activation = reply.appendTensor(WireTensor(floats: Array(x[slice]), shape: [rows.count, c], dtype: dtype,
-                                                           name: "activation"))
-            if !vFirst.isEmpty {
-                out.vFirst = reply.appendTensor(WireTensor(floats: Array(vFirst[slice]), shape: [rows.count, c], dtype: dtype,
-                                                           name: "v_first"))
-            }
-            out.output = .activationOnly
+    /// The last stage's result of one session: a sampled token, or logits [rows, V].
+    func headOutput(for step: SessionStep, logits: [Float], rows: Int, vocab: Int,
+                    into reply: inout WireMessage) -> SessionOutput {
+        var out = SessionOutput()
+        out.sessionID = step.sessionID
+        out.sequence = step.sequence
+        guard step.sample && !step.wantFullLogits, sessions[step.sessionID]?.sampler != nil else {
+            out.output = .logits(reply.appendTensor(WireTensor(floats: logits, shape: [rows, vocab], dtype: .f32,
+                                                               name: "logits")))
             return out
         }
-
-        if step.wantFullLogits {
-            let logits = stage.logits(rows: Array(x[slice]))
-            out.output = .logits(reply.appendTensor(WireTensor(floats: logits, shape: [rows.count, stage.config.vocabSize],
-                                                               dtype: .f32, name: "logits")))
-            return out
-        }
-        var logits = stage.logits(rows: Array(x[((rows.upperBound - 1) * c)..<(rows.upperBound * c)]))
-        guard step.sample else {
-            out.output = .logits(reply.appendTensor(WireTensor(floats: logits, shape: [1, stage.config.vocabSize],
-                                                               dtype: .f32, name: "logits")))
-            return out
-        }
+        var logits = logits
         let id = step.sessionID
-        if sessions[id]!.sampler == nil {
-            let options = SamplingOptions(wire: step.sampling, seed: step.rng.seed)
-            do {
-                sessions[id]!.sampler = try Sampler(options: options)
-            } catch {
-                throw WorkerFailure(code: .malformedMessage, message: "sampling parameters: \(error)", sessionID: id)
-            }
-        }
         let token = sessions[id]!.sampler!.sample(logits: &logits)
         if tokenizer == nil { tokenizer = try? WorldTokenizer.bundled() }
         let bytes = tokenizer?.tokenBytes(token) ?? []
         sessions[id]!.sampler!.accept(token, weight: Sampler.penaltyWeight(forTokenBytes: bytes))
         out.output = .token(UInt32(token))
         return out
+    }
+
+    /// Creates the session's sampler on its first sampling step; invalid parameters
+    /// reject the step before any state changes.
+    func prepareSampler(_ step: SessionStep) throws {
+        let id = step.sessionID
+        guard step.sample, sessions[id]?.sampler == nil else { return }
+        let options = SamplingOptions(wire: step.sampling, seed: step.rng.seed)
+        do {
+            sessions[id]!.sampler = try Sampler(options: options)
+        } catch {
+            throw WorkerFailure(code: .malformedMessage, message: "invalid sampling parameters: \(error)", sessionID: id)
+        }
     }
 
     func record(micros: UInt64) {
