@@ -3,7 +3,7 @@
 import Foundation
 
 let commands: [Command] = [
-    generateCommand, logitsCommand, tokenizeCommand, detokenizeCommand, initCheckpointCommand, inspectCommand,
+    generateCommand, logitsCommand, tokenizeCommand, detokenizeCommand, initCheckpointCommand, inspectCommand, benchCommand,
 ]
 
 func usage() -> String {

@@ -86,6 +86,15 @@ void rwkvx_dot_rows(rwkvx_dtype dtype, const float *a, const void *m, size_t ld,
 // (halves away from zero), so |out| <= 127. An all-zero row gets scale 0 and zeros.
 void rwkvx_quantize_i8_rows(const float *w, size_t rows, size_t cols, int8_t *out, float *scales);
 
+// Machine-limit probes for benchmarks (best level of this CPU, not the active one).
+// rwkvx_bench_read sums count floats of a 64-byte aligned buffer (count a multiple
+// of 64) with vector loads; the sum only keeps the loads alive.
+// rwkvx_bench_fma runs `iterations` rounds of independent fp32 FMA chains, stores
+// a value derived from them in *sink and returns the floating-point operations done
+// (2 per FMA lane).
+float rwkvx_bench_read(const float *buffer, size_t count);
+double rwkvx_bench_fma(size_t iterations, float *sink);
+
 // A pause hint for spin-wait loops (x86 PAUSE; nothing elsewhere).
 static inline void rwkvx_spin_pause(void) {
 #if defined(__x86_64__) || defined(__i386__)

@@ -37,6 +37,31 @@ public final class Stage: @unchecked Sendable {
         return total
     }
 
+    /// Matrices one token passes through in this stage's blocks (not the head).
+    private var blockMatrices: [Matrix] {
+        var out: [Matrix] = []
+        for w in rwkvWeights.values {
+            out += [w.att.receptance, w.att.key, w.att.value, w.att.output, w.ffn.key, w.ffn.value,
+                    w.att.w1, w.att.w2, w.att.a1, w.att.a2, w.att.g1, w.att.g2]
+            if let v1 = w.att.v1, let v2 = w.att.v2 { out += [v1, v2] }
+        }
+        for w in sparseWeights.values {
+            out += [w.receptance, w.key, w.value, w.output, w.ffn.key, w.ffn.value]
+        }
+        return out
+    }
+
+    /// Floating-point operations of the matrix products of one token in this
+    /// stage's blocks (2 per weight), without the head and without attention.
+    public var blockMatmulFlopsPerToken: Int {
+        blockMatrices.reduce(0) { $0 + 2 * $1.rows * $1.cols }
+    }
+
+    /// Floating-point operations of the head for one row of logits (0 without the head).
+    public var headFlopsPerRow: Int {
+        head.map { 2 * $0.head.rows * $0.head.cols } ?? 0
+    }
+
     /// Loads the weights of execution positions `positions` only.
     public init(checkpoint: Checkpoint, config: ModelConfig, positions: Range<Int>,
                 options: AttentionOptions = AttentionOptions(), format: WeightFormat = .stored,

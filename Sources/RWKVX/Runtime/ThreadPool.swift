@@ -55,7 +55,7 @@ public final class ThreadPool: Sendable {
 
     /// Starts `threadCount - 1` workers. An idle worker spins for up to
     /// `spinMicroseconds` before it sleeps until the next call.
-    public init(threadCount: Int = ThreadPool.defaultThreadCount, spinMicroseconds: Int = 5) {
+    public init(threadCount: Int = ThreadPool.defaultThreadCount, spinMicroseconds: Int = 100) {
         precondition(threadCount >= 1, "threadCount must be at least 1, got \(threadCount)")
         self.threadCount = threadCount
         let shared = PoolShared(threadCount: threadCount, spinNanoseconds: UInt64(max(0, spinMicroseconds)) * 1000)
