@@ -219,10 +219,10 @@ private func attendAll(options: AttentionOptions, ws: Workspace, pool: ThreadPoo
     let c = ws.config.nEmbd, n = ws.config.headSize, heads = ws.config.nHead
     let scale = 1 / Float(n).squareRoot()
     let items = ws.rows * heads
-    forEachThread(pool) { part, parts in
-        let scratch = ws.scores.base + part * ws.scoreStride
+    let run: @Sendable (Range<Int>, Int) -> Void = { chunk, thread in
+        let scratch = ws.scores.base + thread * ws.scoreStride
         withUnsafeTemporaryAllocation(of: Int.self, capacity: 2) { pair in
-            for item in alignedChunk(part, of: parts, count: items) {
+            for item in chunk {
                 let t = item / heads, head = item % heads
                 let s = ws.rowSession[t]
                 let segment = ws.segments[s]
@@ -243,6 +243,11 @@ private func attendAll(options: AttentionOptions, ws: Workspace, pool: ThreadPoo
                 }
             }
         }
+    }
+    if let pool, pool.threadCount > 1 {
+        pool.parallelFor(items, alignment: 1, run)
+    } else {
+        run(0..<items, 0)
     }
 }
 

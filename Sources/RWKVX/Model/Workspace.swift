@@ -45,12 +45,34 @@ enum MatmulEpilogue {
     case addInto(UnsafeMutablePointer<Float>)
 }
 
+/// A byte buffer that only grows; 64-byte aligned.
+final class ByteScratch {
+    private(set) var base: UnsafeMutableRawPointer
+    private(set) var capacity: Int
+
+    init() {
+        capacity = 64
+        base = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
+    }
+
+    deinit { base.deallocate() }
+
+    func reserve(_ count: Int) {
+        if count <= capacity { return }
+        base.deallocate()
+        capacity = count
+        base = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: 64)
+    }
+}
+
 /// y = x Wᵀ for x [nTok, cols] and y [nTok, rows], then the epilogue.
 struct MatmulTask {
     let matrix: Matrix
     let x: UnsafePointer<Float>
     let y: UnsafeMutablePointer<Float>
     let epilogue: MatmulEpilogue
+    /// x quantised for an int8 matrix (rwkvx_quantize_q8_activations); set by runMatmuls.
+    var quantizedX: UnsafeRawPointer?
 
     init(_ matrix: Matrix, _ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>,
          _ epilogue: MatmulEpilogue = .none) {
@@ -63,7 +85,12 @@ struct MatmulTask {
     /// Runs output rows `rows` for every token.
     func run(rows: Range<Int>, nTok: Int) {
         if rows.isEmpty { return }
-        matrix.apply(x, nTok: nTok, into: y, rows: rows)
+        if let quantizedX {
+            rwkvx_matmul_q8(matrix.data.assumingMemoryBound(to: Int8.self), matrix.scales, matrix.cols, quantizedX,
+                            nTok, y, matrix.rows, rows.lowerBound, rows.upperBound)
+        } else {
+            matrix.apply(x, nTok: nTok, into: y, rows: rows)
+        }
         let ld = matrix.rows
         switch epilogue {
         case .none:
@@ -93,18 +120,52 @@ struct MatmulTask {
 
 /// Runs independent matmuls as one parallel region. The rows of all tasks are laid
 /// end to end, weighted by the bytes each row reads, and cut into one contiguous
-/// share per thread at 16-row boundaries.
-func runMatmuls(_ tasks: [MatmulTask], nTok: Int, pool: ThreadPool?) {
+/// share per thread at 16-row boundaries. Inputs of int8 matrices are quantised
+/// first, once per distinct input, into `scratch`.
+func runMatmuls(_ tasks: [MatmulTask], nTok: Int, pool: ThreadPool?, scratch: ByteScratch? = nil) {
+    var tasks = tasks
+    if tasks.contains(where: { $0.matrix.dtype == RWKVX_DTYPE_I8 }) {
+        quantizeInputs(&tasks, nTok: nTok, pool: pool, scratch: scratch ?? ByteScratch())
+    }
     let threads = pool?.threadCount ?? 1
     if threads == 1 || tasks.isEmpty {
         for task in tasks { task.run(rows: 0..<task.matrix.rows, nTok: nTok) }
         return
     }
+    // More slices than threads, so that a thread the OS holds back leaves its share to the others.
     let shared = UncheckedSendable(tasks)
-    pool!.parallelFor(threads) { parts in
+    let slices = threads * 4
+    pool!.parallelFor(slices) { parts in
         for part in parts {
-            forEachMatmulSlice(shared.value, part: part, of: threads) { task, rows in task.run(rows: rows, nTok: nTok) }
+            forEachMatmulSlice(shared.value, part: part, of: slices) { task, rows in task.run(rows: rows, nTok: nTok) }
         }
+    }
+}
+
+/// Quantises the input of every int8 task (each distinct input once) and points
+/// the tasks at the result.
+private func quantizeInputs(_ tasks: inout [MatmulTask], nTok: Int, pool: ThreadPool?, scratch: ByteScratch) {
+    var inputs: [(x: UnsafePointer<Float>, cols: Int, offset: Int)] = []
+    var total = 0
+    for task in tasks where task.matrix.dtype == RWKVX_DTYPE_I8 {
+        if !inputs.contains(where: { $0.x == task.x && $0.cols == task.matrix.cols }) {
+            inputs.append((task.x, task.matrix.cols, total))
+            total += nTok * rwkvx_q8_token_bytes(task.matrix.cols)
+        }
+    }
+    scratch.reserve(total)
+    let base = UncheckedSendable(scratch.base)
+    for input in inputs {
+        let stride = rwkvx_q8_token_bytes(input.cols)
+        let x = UncheckedSendable(input.x), cols = input.cols, offset = input.offset
+        forEachChunk(nTok, pool: pool, minimumPerThread: 16) { tokens in
+            rwkvx_quantize_q8_activations(x.value + tokens.lowerBound * cols, tokens.count, cols,
+                                          base.value + offset + tokens.lowerBound * stride)
+        }
+    }
+    for i in tasks.indices where tasks[i].matrix.dtype == RWKVX_DTYPE_I8 {
+        let input = inputs.first { $0.x == tasks[i].x && $0.cols == tasks[i].matrix.cols }!
+        tasks[i].quantizedX = UnsafeRawPointer(scratch.base + input.offset)
     }
 }
 
@@ -143,19 +204,6 @@ func forEachMatmulSlice(_ tasks: [MatmulTask], part: Int, of parts: Int, _ body:
 struct UncheckedSendable<Value>: @unchecked Sendable {
     let value: Value
     init(_ value: Value) { self.value = value }
-}
-
-/// Runs `body(part, parts)` once per pool thread (part 0 on the caller), or once
-/// with (0, 1) without a pool.
-func forEachThread(_ pool: ThreadPool?, _ body: @Sendable (Int, Int) -> Void) {
-    guard let pool, pool.threadCount > 1 else {
-        body(0, 1)
-        return
-    }
-    let parts = pool.threadCount
-    pool.parallelFor(parts) { range in
-        for part in range { body(part, parts) }
-    }
 }
 
 /// Runs `body` over contiguous chunks of [0, count): split over the pool when there
@@ -269,9 +317,12 @@ final class Workspace: @unchecked Sendable {
         scores.reserve(scoreStride * threads)
     }
 
+    /// Quantised activations of int8 matmuls.
+    let quantized = ByteScratch()
+
     /// Runs the queued matmul tasks as one parallel region and clears the queue.
     func runQueuedMatmuls(pool: ThreadPool?) {
-        runMatmuls(tasks, nTok: rows, pool: pool)
+        runMatmuls(tasks, nTok: rows, pool: pool, scratch: quantized)
         tasks.removeAll(keepingCapacity: true)
     }
 }
