@@ -124,8 +124,11 @@ struct MatmulTask {
 /// first, once per distinct input, into `scratch`.
 func runMatmuls(_ tasks: [MatmulTask], nTok: Int, pool: ThreadPool?, scratch: ByteScratch? = nil) {
     var tasks = tasks
+    // Kept alive until the tasks have run: they read the quantised inputs from it.
+    let scratch = scratch ?? ByteScratch()
+    defer { withExtendedLifetime(scratch) {} }
     if tasks.contains(where: { $0.matrix.dtype == RWKVX_DTYPE_I8 }) {
-        quantizeInputs(&tasks, nTok: nTok, pool: pool, scratch: scratch ?? ByteScratch())
+        quantizeInputs(&tasks, nTok: nTok, pool: pool, scratch: scratch)
     }
     let threads = pool?.threadCount ?? 1
     if threads == 1 || tasks.isEmpty {
