@@ -10,10 +10,10 @@
 // shift, I8 by sign extension), which is exact, so the only difference from the
 // scalar reference is the order of the additions.
 //
-// NOTE: AVX512_BF16 (vdpbf16ps) and VNNI (vpdpbusd) are not used, although the
-// dispatcher could check for them: both need the activations rounded to bf16 or
-// quantised to int8, which moves results by about 1e-3 relative instead of the
-// 1e-6 the fp32 reference allows.
+// NOTE: AVX512_BF16 (vdpbf16ps) is not used: it needs the activations rounded to
+// bf16, which moves results by about 1e-3 relative instead of the 1e-6 the fp32
+// reference allows. VNNI (vpdpbusd) serves the int8 weight format in q8.c,
+// which quantises the activations too.
 #include <immintrin.h>
 #include "internal.h"
 

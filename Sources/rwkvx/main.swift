@@ -4,7 +4,7 @@ import Foundation
 
 let commands: [Command] = [
     generateCommand, logitsCommand, tokenizeCommand, detokenizeCommand, initCheckpointCommand, inspectCommand,
-    workerCommand, coordinatorCommand, clusterCommand, clusterBenchCommand,
+    benchCommand, workerCommand, coordinatorCommand, clusterCommand, clusterBenchCommand,
 ]
 
 func usage() -> String {

@@ -86,6 +86,27 @@ void rwkvx_dot_rows(rwkvx_dtype dtype, const float *a, const void *m, size_t ld,
 // (halves away from zero), so |out| <= 127. An all-zero row gets scale 0 and zeros.
 void rwkvx_quantize_i8_rows(const float *w, size_t rows, size_t cols, int8_t *out, float *scales);
 
+// Int8 weights times int8 activations (the int8 weight format; see q8.c).
+// Activations are quantised per token in 32-column blocks with one fp32 scale
+// each; rwkvx_q8_token_bytes(cols) bytes per token, 64-byte aligned rows work best.
+//   y[t * ldy + r] = scales[r] * sum_b sx[t][b] * sum_{c in b} w[r][c] * xq[t][c]
+// for t in [0, n_tok) and r in [row_begin, row_end); in-block sums are exact int32.
+// The AVX-512 level uses VNNI (vpdpbusd) where rwkvx_has_vnni() says the CPU has it.
+size_t rwkvx_q8_token_bytes(size_t cols);
+void rwkvx_quantize_q8_activations(const float *x, size_t n_tok, size_t cols, void *out);
+void rwkvx_matmul_q8(const int8_t *w, const float *scales, size_t cols, const void *xq, size_t n_tok,
+                     float *y, size_t ldy, size_t row_begin, size_t row_end);
+int rwkvx_has_vnni(void);
+
+// Machine-limit probes for benchmarks (best level of this CPU, not the active one).
+// rwkvx_bench_read sums count floats of a 64-byte aligned buffer (count a multiple
+// of 64) with vector loads; the sum only keeps the loads alive.
+// rwkvx_bench_fma runs `iterations` rounds of independent fp32 FMA chains, stores
+// a value derived from them in *sink and returns the floating-point operations done
+// (2 per FMA lane).
+float rwkvx_bench_read(const float *buffer, size_t count);
+double rwkvx_bench_fma(size_t iterations, float *sink);
+
 // A pause hint for spin-wait loops (x86 PAUSE; nothing elsewhere).
 static inline void rwkvx_spin_pause(void) {
 #if defined(__x86_64__) || defined(__i386__)

@@ -1,6 +1,11 @@
 // RWKV-7 block: time mix and channel mix as plain functions over explicit state.
 // Follows the reference inference code (rwkv-x 0.1.3, RWKV_x070_TMix_seq/_one and
 // RWKV_x070_CMix); prefill and decode are the same computation for these blocks.
+//
+// Buffers live in a Workspace (see its legend); a batch is several sessions' rows
+// end to end, session s owning rows ws.segments[s]. Parallel regions: matmul
+// groups split by output rows, everything between LN and the output projection
+// that is local to one head split by (session, head).
 import CKernels
 import Foundation
 
@@ -20,175 +25,161 @@ public struct RWKVLayerState: Sendable, Equatable {
     }
 }
 
-/// Runs RWKV block `w.layer` on a batch: x [rows, C] is the residual stream of every
-/// session's tokens, `segments[s]` the rows of session s, `states[s]` its state.
-/// vFirst [rows, C] is set by block 0 and read by every later block.
-func rwkvBlock(_ x: inout [Float], vFirst: inout [Float], segments: [Range<Int>], states: inout [RWKVLayerState],
-               weights w: RWKVBlockWeights, config: ModelConfig, pool: ThreadPool?) {
-    let c = config.nEmbd
-
-    // time mix on ln1(x)
-    let xa = Ops.layerNorm(x, w.ln1, c: c)
-    let att = timeMix(xa, vFirst: &vFirst, segments: segments, states: &states, weights: w.att,
-                      layer: w.layer, config: config, pool: pool)
-    Ops.add(&x, att)
-
-    // channel mix on ln2(x)
-    let xf = Ops.layerNorm(x, w.ln2, c: c)
-    var prev = states.map { $0.ffnXPrev }
-    let ffn = channelMix(xf, prev: &prev, segments: segments, weights: w.ffn, c: c, pool: pool)
-    for s in states.indices { states[s].ffnXPrev = prev[s] }
-    Ops.add(&x, ffn)
+/// Pins every session's state arrays of one RWKV block, stores their base addresses
+/// in ws (wkvState, attPrev, ffnPrev) and runs `body`.
+func withPinnedStates(_ states: UnsafeMutableBufferPointer<RWKVLayerState>, ws: Workspace, from index: Int = 0,
+                      _ body: () -> Void) {
+    if index == states.count {
+        body()
+        return
+    }
+    states[index].wkv.withUnsafeMutableBufferPointer { wkv in
+        states[index].attXPrev.withUnsafeMutableBufferPointer { att in
+            states[index].ffnXPrev.withUnsafeMutableBufferPointer { ffn in
+                ws.wkvState[index] = wkv.baseAddress!
+                ws.attPrev[index] = att.baseAddress!
+                ws.ffnPrev[index] = ffn.baseAddress!
+                withPinnedStates(states, ws: ws, from: index + 1, body)
+            }
+        }
+    }
 }
 
-/// RWKV-7 time mix over x [rows, C] (already layer-normed). Returns [rows, C].
-func timeMix(_ x: [Float], vFirst: inout [Float], segments: [Range<Int>], states: inout [RWKVLayerState],
-             weights w: TimeMixWeights, layer: Int, config: ModelConfig, pool: ThreadPool?) -> [Float] {
-    let c = config.nEmbd, n = config.headSize, h = config.nHead
-    let tokens = x.count / c
+/// Runs RWKV block `w.layer` on the batch in ws: x [rows, C] is the residual stream,
+/// updated in place. vFirst [rows, C] is written by block 0 and read by later blocks.
+/// The sessions' states must be pinned (withPinnedStates).
+func rwkvBlock(_ x: UnsafeMutablePointer<Float>, vFirst: UnsafeMutablePointer<Float>, weights w: RWKVBlockWeights,
+               ws: Workspace, pool: ThreadPool?) {
+    timeMix(x, vFirst: vFirst, weights: w.att, ln: w.ln1, layer: w.layer, ws: ws, pool: pool)
+    channelMix(x, weights: w.ffn, ln: w.ln2, ws: ws, pool: pool)
+}
 
-    // token shift: xx = x_prev - x, then one mix per projection
-    let xx = Ops.tokenShiftDelta(x, prev: states.map { $0.attXPrev }, segments: segments, c: c)
-    let xr = Ops.mix(x, xx, w.xR, c: c), xw = Ops.mix(x, xx, w.xW, c: c)
-    let xk = Ops.mix(x, xx, w.xK, c: c), xv = Ops.mix(x, xx, w.xV, c: c)
-    let xa = Ops.mix(x, xx, w.xA, c: c), xg = Ops.mix(x, xx, w.xG, c: c)
-    for (s, rows) in segments.enumerated() { states[s].attXPrev = Ops.row(x, rows.upperBound - 1, c: c) }
+/// x += time_mix(ln1(x)).
+private func timeMix(_ x: UnsafeMutablePointer<Float>, vFirst: UnsafeMutablePointer<Float>, weights w: TimeMixWeights,
+                     ln: LayerNormWeights, layer: Int, ws: Workspace, pool: ThreadPool?) {
+    let c = ws.config.nEmbd, rows = ws.rows
+    let xp = UncheckedSendable(x)
 
-    // projections: r, k, v [rows, C]
-    let r = w.receptance(xr, pool: pool)
-    var k = w.key(xk, pool: pool)
-    var v = w.value(xv, pool: pool)
-
-    // LoRAs: decay w = tanh(xw W1) W2, in-context rate a = sigmoid(a0 + xa A1 A2), gate g = sigmoid(xg G1) G2
-    var wDecay = w.w2(w.w1(xw, pool: pool).map { tanh($0) }, pool: pool)
-    var a = w.a2(w.a1(xa, pool: pool), pool: pool)
-    let g = w.g2(w.g1(xg, pool: pool).map { Ops.sigmoid($0) }, pool: pool)
-    for t in 0..<tokens {
-        for i in 0..<c { a[t * c + i] = Ops.sigmoid(w.a0[i] + a[t * c + i]) }
+    // xa = ln1(x), then the token-shifted mixes of each projection
+    forEachChunk(rows, pool: pool, minimumPerThread: 8) { range in
+        Ops.layerNorm(xp.value, into: ws.normed.base, rows: range, ln, c: c)
     }
+    forEachChunk(rows, pool: pool, minimumPerThread: 8) { range in
+        Ops.tokenShiftMix(ws.normed.base, rows: range, c: c, ws: ws, prev: ws.attPrev,
+                          [(w.xR, ws.mixR.base), (w.xW, ws.mixW.base), (w.xK, ws.mixK.base),
+                           (w.xV, ws.mixV.base), (w.xA, ws.mixA.base), (w.xG, ws.mixG.base)])
+    }
+    Ops.saveLastRows(ws.normed.base, c: c, ws: ws, into: ws.attPrev)
 
-    // kk = L2-normalize(k * k_k) per head (eps 1e-12), computed from the unmodified k
-    var kk = [Float](repeating: 0, count: k.count)
-    for t in 0..<tokens {
-        for head in 0..<h {
-            let o = t * c + head * n
-            var sumSquares: Float = 0
-            for j in 0..<n {
-                let value = k[o + j] * w.kK[head * n + j]
-                kk[o + j] = value
-                sumSquares += value * value
+    // r, k, v projections and the first LoRA factors, in one region:
+    // tanh(xw W1), xa A1, sigmoid(xg G1), xv V1
+    ws.tasks.append(MatmulTask(w.receptance, ws.mixR.base, ws.r.base))
+    ws.tasks.append(MatmulTask(w.key, ws.mixK.base, ws.k.base))
+    ws.tasks.append(MatmulTask(w.value, ws.mixV.base, ws.v.base))
+    ws.tasks.append(MatmulTask(w.w1, ws.mixW.base, ws.loraDecay.base, .tanh))
+    ws.tasks.append(MatmulTask(w.a1, ws.mixA.base, ws.loraRate.base))
+    ws.tasks.append(MatmulTask(w.g1, ws.mixG.base, ws.loraGate.base, .sigmoid))
+    if let v1 = w.v1 { ws.tasks.append(MatmulTask(v1, ws.mixV.base, ws.loraValue.base)) }
+    ws.runQueuedMatmuls(pool: pool)
+
+    // second LoRA factors: decay, in-context rate, gate and value-residual pre-activations
+    ws.tasks.append(MatmulTask(w.w2, ws.loraDecay.base, ws.decay.base))
+    ws.tasks.append(MatmulTask(w.a2, ws.loraRate.base, ws.rate.base))
+    ws.tasks.append(MatmulTask(w.g2, ws.loraGate.base, ws.gate.base))
+    if let v2 = w.v2 { ws.tasks.append(MatmulTask(v2, ws.loraValue.base, ws.valueGate.base)) }
+    ws.runQueuedMatmuls(pool: pool)
+
+    // per (session, head): activations, the WKV recurrence token by token, group norm and bonus
+    let heads = ws.config.nHead
+    let vf = UncheckedSendable(vFirst)
+    forEachChunk(ws.segments.count * heads, pool: pool) { items in
+        for item in items {
+            let s = item / heads, head = item % heads
+            for t in ws.segments[s] {
+                timeMixHead(row: t, head: head, session: s, vFirst: vf.value, weights: w, layer: layer, ws: ws)
             }
-            let inv = 1 / max(sumSquares.squareRoot(), 1e-12)
-            for j in 0..<n { kk[o + j] *= inv }
         }
     }
 
-    // k = k * (1 + (a - 1) * k_a)
-    for t in 0..<tokens {
-        for i in 0..<c { k[t * c + i] *= 1 + (a[t * c + i] - 1) * w.kA[i] }
+    // x += output(y)
+    ws.tasks.append(MatmulTask(w.output, ws.y.base, ws.projection.base, .addInto(x)))
+    ws.runQueuedMatmuls(pool: pool)
+}
+
+/// Everything of the time mix between the LoRAs and the output projection that
+/// touches only head `head` of row `row` (session `session`), in reference order.
+@inline(__always)
+private func timeMixHead(row t: Int, head: Int, session s: Int, vFirst: UnsafeMutablePointer<Float>,
+                         weights w: TimeMixWeights, layer: Int, ws: Workspace) {
+    let c = ws.config.nEmbd, n = ws.config.headSize
+    let o = t * c + head * n        // this head's columns in row t
+    let ch = head * n               // ... in a [C] weight vector
+    let r = ws.r.base + o, k = ws.k.base + o, v = ws.v.base + o
+    let a = ws.rate.base + o, wd = ws.decay.base + o, kk = ws.kk.base + o
+    let g = ws.gate.base + o, y = ws.y.base + o
+
+    // a = sigmoid(a0 + a)
+    for j in 0..<n { a[j] = Ops.sigmoid(w.a0[ch + j] + a[j]) }
+
+    // kk = L2-normalize(k * k_k) over the head (eps 1e-12), from the unmodified k
+    var sumSquares: Float = 0
+    for j in 0..<n {
+        let value = k[j] * w.kK[ch + j]
+        kk[j] = value
+        sumSquares += value * value
     }
+    let inv = 1 / max(sumSquares.squareRoot(), 1e-12)
+    for j in 0..<n { kk[j] *= inv }
+
+    // k = k * (1 + (a - 1) * k_a)
+    for j in 0..<n { k[j] *= 1 + (a[j] - 1) * w.kA[ch + j] }
 
     // value residual: block 0 defines v_first; later blocks mix towards it
     if layer == 0 {
-        vFirst = v
-    } else if let v0 = w.v0, let v1 = w.v1, let v2 = w.v2 {
-        let gate = v2(v1(xv, pool: pool), pool: pool)
-        for t in 0..<tokens {
-            for i in 0..<c {
-                let idx = t * c + i
-                v[idx] += (vFirst[idx] - v[idx]) * Ops.sigmoid(v0[i] + gate[idx])
-            }
-        }
+        (vFirst + o).update(from: v, count: n)
+    } else if let v0 = w.v0 {
+        let gate = ws.valueGate.base + o, first = vFirst + o
+        for j in 0..<n { v[j] += (first[j] - v[j]) * Ops.sigmoid(v0[ch + j] + gate[j]) }
     }
 
     // decay w = exp(-0.606531 * sigmoid(w0 + w)); the literal 0.606531 is the reference's
-    for t in 0..<tokens {
-        for i in 0..<c { wDecay[t * c + i] = exp(-0.606531 * Ops.sigmoid(w.w0[i] + wDecay[t * c + i])) }
-    }
+    for j in 0..<n { wd[j] = exp(-0.606531 * Ops.sigmoid(w.w0[ch + j] + wd[j])) }
 
-    // WKV recurrence, token by token within each session (the removal key is kk * a)
-    var y = [Float](repeating: 0, count: x.count)
-    wkv7(states: &states, segments: segments, r: r, w: wDecay, k: k, v: v, kk: kk, a: a, y: &y,
-         config: config, pool: pool)
+    // WKV recurrence step of this head (the removal key is kk * a)
+    let rowBase = t * c
+    rwkvx_wkv7_step(n, ws.wkvState[s]!, ws.r.base + rowBase, ws.decay.base + rowBase, ws.k.base + rowBase,
+                    ws.v.base + rowBase, ws.kk.base + rowBase, ws.rate.base + rowBase, ws.y.base + rowBase,
+                    head, head + 1)
 
-    // group norm per head (ln_x, eps 64e-5), then the bonus (sum over the head of r k r_k) * v
-    Ops.groupNorm(&y, w.lnX, c: c, groupSize: n, eps: 64e-5)
-    for t in 0..<tokens {
-        for head in 0..<h {
-            let o = t * c + head * n
-            var bonus: Float = 0
-            for j in 0..<n { bonus += r[o + j] * k[o + j] * w.rK[head * n + j] }
-            for j in 0..<n { y[o + j] += bonus * v[o + j] }
-        }
-    }
+    // group norm of the head (ln_x, eps 64e-5), then the bonus (sum over the head of r k r_k) * v
+    Ops.normalize(y, into: y, count: n, weight: w.lnX.weight.base + ch, bias: w.lnX.bias.base + ch, eps: 64e-5)
+    var bonus: Float = 0
+    for j in 0..<n { bonus += r[j] * k[j] * w.rK[ch + j] }
+    for j in 0..<n { y[j] += bonus * v[j] }
 
-    // output projection of the gated result
-    for i in 0..<y.count { y[i] *= g[i] }
-    return w.output(y, pool: pool)
+    // gate
+    for j in 0..<n { y[j] *= g[j] }
 }
 
-/// The WKV recurrence of every session, split over the pool by (session, head) pairs.
-private func wkv7(states: inout [RWKVLayerState], segments: [Range<Int>], r: [Float], w: [Float], k: [Float],
-                  v: [Float], kk: [Float], a: [Float], y: inout [Float], config: ModelConfig, pool: ThreadPool?) {
-    let c = config.nEmbd, heads = config.nHead, n = config.headSize
-    let stateSize = heads * n * n
-    // Move the states into one buffer so that pool threads can each own disjoint heads.
-    var flat = [Float](repeating: 0, count: states.count * stateSize)
-    for s in states.indices {
-        flat.withUnsafeMutableBufferPointer { f in
-            states[s].wkv.withUnsafeBufferPointer { src in
-                (f.baseAddress! + s * stateSize).update(from: src.baseAddress!, count: stateSize)
-            }
-        }
-    }
-    flat.withUnsafeMutableBufferPointer { f in
-        r.withUnsafeBufferPointer { rp in w.withUnsafeBufferPointer { wp in
-        k.withUnsafeBufferPointer { kp in v.withUnsafeBufferPointer { vp in
-        kk.withUnsafeBufferPointer { kkp in a.withUnsafeBufferPointer { ap in
-        y.withUnsafeMutableBufferPointer { yp in
-            let p = WKVPointers(state: f.baseAddress!, r: rp.baseAddress!, w: wp.baseAddress!, k: kp.baseAddress!,
-                                v: vp.baseAddress!, kk: kkp.baseAddress!, a: ap.baseAddress!, y: yp.baseAddress!)
-            let work = segments.count * heads
-            let run: @Sendable (Range<Int>) -> Void = { range in
-                for item in range {
-                    let s = item / heads, head = item % heads
-                    for t in segments[s] {
-                        rwkvx_wkv7_step(n, p.state + s * stateSize, p.r + t * c, p.w + t * c, p.k + t * c,
-                                        p.v + t * c, p.kk + t * c, p.a + t * c, p.y + t * c, head, head + 1)
-                    }
-                }
-            }
-            if let pool, pool.threadCount > 1, work > 1 {
-                pool.parallelFor(work, alignment: 1, run)
-            } else {
-                run(0..<work)
-            }
-        } } } } } } }
-    }
-    for s in states.indices {
-        states[s].wkv = Array(flat[(s * stateSize)..<((s + 1) * stateSize)])
-    }
-}
+/// x += channel_mix(ln2(x)) with the sessions' ffnPrev shift state: relu(K xk)^2 then V.
+/// Shared by the RWKV and the sparse-attention blocks.
+func channelMix(_ x: UnsafeMutablePointer<Float>, weights w: ChannelMixWeights, ln: LayerNormWeights,
+                ws: Workspace, pool: ThreadPool?) {
+    let c = ws.config.nEmbd, rows = ws.rows
+    let xp = UncheckedSendable(x)
 
-/// Raw pointers of one WKV call, shared read-only (state and y: disjoint heads per thread).
-private struct WKVPointers: @unchecked Sendable {
-    let state: UnsafeMutablePointer<Float>
-    let r, w, k, v, kk, a: UnsafePointer<Float>
-    let y: UnsafeMutablePointer<Float>
-}
-
-/// RWKV-7 channel mix over x [rows, C] (already layer-normed): relu(K xk)^2 then V.
-/// `prev[s]` is session s's last ln2 output and is updated.
-func channelMix(_ x: [Float], prev: inout [[Float]], segments: [Range<Int>], weights w: ChannelMixWeights, c: Int,
-                pool: ThreadPool?) -> [Float] {
-    let xx = Ops.tokenShiftDelta(x, prev: prev, segments: segments, c: c)
-    let xk = Ops.mix(x, xx, w.xK, c: c)
-    for (s, rows) in segments.enumerated() { prev[s] = Ops.row(x, rows.upperBound - 1, c: c) }
-
-    var hidden = w.key(xk, pool: pool)
-    for i in 0..<hidden.count {
-        let positive = max(hidden[i], 0)
-        hidden[i] = positive * positive
+    // xk = token-shift mix of ln2(x)
+    forEachChunk(rows, pool: pool, minimumPerThread: 8) { range in
+        Ops.layerNorm(xp.value, into: ws.normed.base, rows: range, ln, c: c)
     }
-    return w.value(hidden, pool: pool)
+    forEachChunk(rows, pool: pool, minimumPerThread: 8) { range in
+        Ops.tokenShiftMix(ws.normed.base, rows: range, c: c, ws: ws, prev: ws.ffnPrev, [(w.xK, ws.mixK.base)])
+    }
+    Ops.saveLastRows(ws.normed.base, c: c, ws: ws, into: ws.ffnPrev)
+
+    // hidden = relu(xk K)^2, then x += hidden V
+    ws.tasks.append(MatmulTask(w.key, ws.mixK.base, ws.hidden.base, .reluSquared))
+    ws.runQueuedMatmuls(pool: pool)
+    ws.tasks.append(MatmulTask(w.value, ws.hidden.base, ws.projection.base, .addInto(x)))
+    ws.runQueuedMatmuls(pool: pool)
 }

@@ -36,94 +36,140 @@ extension SparseLayerState: Equatable {
     }
 }
 
-/// Runs sparse block `w.index` on a batch: x [rows, C] is the residual stream of
-/// every session's tokens, `segments[s]` the rows of session s, `states[s]` its state.
-/// Quirk copied: the reference routes a single token (an int, or a one-element list)
-/// to forward_one, so a session with one token takes the decode path even in a prefill.
-func sparseBlock(_ x: inout [Float], segments: [Range<Int>], states: inout [SparseLayerState],
-                 weights w: SparseBlockWeights, options: AttentionOptions, config: ModelConfig,
-                 pool: ThreadPool?) {
-    let c = config.nEmbd
-
-    // q, k, v of every token of every session from ln1(x)
-    let xa = Ops.layerNorm(x, w.ln1, c: c)
-    let q = w.receptance(xa, pool: pool), k = w.key(xa, pool: pool), v = w.value(xa, pool: pool)
-
-    // attention per session, then one output projection for the batch
-    var y = [Float](repeating: 0, count: x.count)
-    for (s, rows) in segments.enumerated() {
-        let slice = (rows.lowerBound * c)..<(rows.upperBound * c)
-        let out: [Float]
-        if rows.count == 1 {
-            out = sparseAttentionDecode(q: Array(q[slice]), k: Array(k[slice]), v: Array(v[slice]),
-                                        state: &states[s], options: options, config: config)
-        } else {
-            out = sparseAttentionPrefill(x: Array(xa[slice]), q: Array(q[slice]), k: Array(k[slice]),
-                                         v: Array(v[slice]), state: &states[s], options: options, config: config)
-        }
-        y.replaceSubrange(slice, with: out)
+/// Pins every session's channel-mix shift state of one sparse block, stores the
+/// base addresses in ws.ffnPrev and runs `body`.
+func withPinnedStates(_ states: UnsafeMutableBufferPointer<SparseLayerState>, ws: Workspace, from index: Int = 0,
+                      _ body: () -> Void) {
+    if index == states.count {
+        body()
+        return
     }
-    Ops.add(&x, w.output(y, pool: pool))
-
-    // channel mix on ln2(x), with its own shift state
-    let xf = Ops.layerNorm(x, w.ln2, c: c)
-    var prev = states.map { $0.ffnXPrev }
-    let ffn = channelMix(xf, prev: &prev, segments: segments, weights: w.ffn, c: c, pool: pool)
-    for s in states.indices { states[s].ffnXPrev = prev[s] }
-    Ops.add(&x, ffn)
+    states[index].ffnXPrev.withUnsafeMutableBufferPointer { ffn in
+        ws.ffnPrev[index] = ffn.baseAddress!
+        withPinnedStates(states, ws: ws, from: index + 1, body)
+    }
 }
 
-/// Decode of one token (forward_one): q, k, v [C]. Returns the attention output [C]
-/// before the output projection.
-func sparseAttentionDecode(q: [Float], k: [Float], v: [Float], state: inout SparseLayerState,
-                           options: AttentionOptions, config: ModelConfig) -> [Float] {
-    let c = config.nEmbd
+/// Pins every session's KV cache, stores the base addresses in ws.kCache and
+/// ws.vCache and runs `body`. The caches must not grow while pinned.
+private func withPinnedCaches(_ states: UnsafeMutableBufferPointer<SparseLayerState>, ws: Workspace,
+                              from index: Int = 0, _ body: () -> Void) {
+    if index == states.count {
+        body()
+        return
+    }
+    states[index].kCache.withUnsafeMutableBufferPointer { k in
+        states[index].vCache.withUnsafeMutableBufferPointer { v in
+            ws.kCache[index] = k.baseAddress
+            ws.vCache[index] = v.baseAddress
+            withPinnedCaches(states, ws: ws, from: index + 1, body)
+        }
+    }
+}
 
-    // Compress first when the cache is over its limit, with this token's q as the only query.
+/// Runs sparse block `w.index` on the batch in ws: x [rows, C] is the residual
+/// stream, updated in place; `states[s]` is session s's state (its ffnXPrev pinned).
+/// Quirk copied: the reference routes a single token (an int, or a one-element list)
+/// to forward_one, so a session with one token takes the decode path even in a prefill.
+func sparseBlock(_ x: UnsafeMutablePointer<Float>, states: UnsafeMutableBufferPointer<SparseLayerState>,
+                 weights w: SparseBlockWeights, options: AttentionOptions, ws: Workspace, pool: ThreadPool?) {
+    let c = ws.config.nEmbd, rows = ws.rows
+    let xp = UncheckedSendable(x)
+
+    // q, k, v of every token of every session from ln1(x)
+    forEachChunk(rows, pool: pool, minimumPerThread: 8) { range in
+        Ops.layerNorm(xp.value, into: ws.normed.base, rows: range, w.ln1, c: c)
+    }
+    ws.tasks.append(MatmulTask(w.receptance, ws.normed.base, ws.r.base))
+    ws.tasks.append(MatmulTask(w.key, ws.normed.base, ws.k.base))
+    ws.tasks.append(MatmulTask(w.value, ws.normed.base, ws.v.base))
+    ws.runQueuedMatmuls(pool: pool)
+
+    // per session: compress the cache if needed, plan the attended rows, append k and v
+    var scoreRows = 1
+    for (s, segment) in ws.segments.enumerated() {
+        if segment.count == 1 {
+            planDecode(session: s, row: segment.lowerBound, state: &states[s], options: options, ws: ws)
+            scoreRows = max(scoreRows, stride(from: 0, to: ws.attentionRanges[s].count, by: 2).reduce(0) {
+                $0 + ws.attentionRanges[s][$1 + 1] - ws.attentionRanges[s][$1]
+            })
+        } else {
+            planPrefill(session: s, rows: segment, state: &states[s], options: options, ws: ws)
+            scoreRows = max(scoreRows, ws.cacheRowsBefore[s] + segment.count)
+        }
+    }
+    let threads = pool?.threadCount ?? 1
+    ws.reserveScores(scoreRows, threads: threads)
+
+    // attention of every (row, head), then x += output(y)
+    withPinnedCaches(states, ws: ws) {
+        attendAll(options: options, ws: ws, pool: pool)
+    }
+    ws.tasks.append(MatmulTask(w.output, ws.y.base, ws.projection.base, .addInto(x)))
+    ws.runQueuedMatmuls(pool: pool)
+
+    // channel mix on ln2(x), with its own shift state
+    channelMix(x, weights: w.ffn, ln: w.ln2, ws: ws, pool: pool)
+}
+
+/// Decode of one token (forward_one): compresses the cache when it is over its
+/// limit (with this token's q as the only query), chooses the attended ranges
+/// into ws.attentionRanges[s], then appends the token's k and v to the cache.
+private func planDecode(session s: Int, row t: Int, state: inout SparseLayerState, options: AttentionOptions,
+                        ws: Workspace) {
+    let c = ws.config.nEmbd
+    let q = UnsafeBufferPointer(start: ws.r.base + t * c, count: c)
+
     if options.maxKVCacheSize > 0 && state.rows(nEmbd: c) > options.maxKVCacheSize {
-        compressKVCache(&state, queries: q, options: options, config: config)
+        compressKVCache(&state, queries: Array(q), options: options, config: ws.config)
     }
     let ct = state.rows(nEmbd: c)
 
-    var ranges: [Int]
+    ws.attentionRanges[s].removeAll(keepingCapacity: true)
     if ct <= options.windowSize || options.mode == .full {
         // every cached row plus the current token
-        ranges = [0, ct + 1]
+        ws.attentionRanges[s] += [0, ct + 1]
     } else {
         // top-k complete chunks (by q . mean key over all heads at once, unscaled),
         // then the incomplete tail of the cache and the current token
         let remainder = ct % options.chunkSize
         let chunks = (ct - remainder) / options.chunkSize
-        let selected = selectChunks(q: q, state: &state, chunks: chunks, options: options, c: c)
-        ranges = []
-        for chunk in selected {
-            ranges += [chunk * options.chunkSize, (chunk + 1) * options.chunkSize]
-        }
-        ranges += [ct - remainder, ct + 1]
+        selectChunks(q: q, state: &state, chunks: chunks, options: options, c: c, into: &ws.attentionRanges[s])
+        ws.attentionRanges[s] += [ct - remainder, ct + 1]
     }
 
     // The current k/v row is appended before attending; it is also the newest cache row.
-    state.kCache += k
-    state.vCache += v
-    var y = [Float](repeating: 0, count: c)
-    attend(q: q, state: state, ranges: ranges, into: &y, config: config)
-    return y
+    state.kCache.append(contentsOf: UnsafeBufferPointer(start: ws.k.base + t * c, count: c))
+    state.vCache.append(contentsOf: UnsafeBufferPointer(start: ws.v.base + t * c, count: c))
 }
 
-/// Chooses the top `options.topK` of the first `chunks` complete chunks of the cache.
-/// Ties go to the lower chunk index.
-private func selectChunks(q: [Float], state: inout SparseLayerState, chunks: Int,
-                          options: AttentionOptions, c: Int) -> [Int] {
+/// Appends the ranges [chunk * size, (chunk + 1) * size) of the top `options.topK` of
+/// the first `chunks` complete chunks to `ranges`, best first; ties go to the lower
+/// chunk index.
+private func selectChunks(q: UnsafeBufferPointer<Float>, state: inout SparseLayerState, chunks: Int,
+                          options: AttentionOptions, c: Int, into ranges: inout [Int]) {
     updateChunkKeySums(&state, chunks: chunks, chunkSize: options.chunkSize, c: c)
-    var scores = [Float](repeating: 0, count: chunks)
     let inverse = 1 / Float(options.chunkSize)
-    for chunk in 0..<chunks {
-        var s: Float = 0
-        for i in 0..<c { s += q[i] * (state.chunkKeySums[chunk * c + i] * inverse) }
-        scores[chunk] = s
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: chunks) { scores in
+        state.chunkKeySums.withUnsafeBufferPointer { sums in
+            for chunk in 0..<chunks {
+                var s: Float = 0
+                for i in 0..<c { s += q[i] * (sums[chunk * c + i] * inverse) }
+                scores[chunk] = s
+            }
+        }
+        // Selection of the best remaining chunk, topK times: the order of a stable
+        // sort by descending score.
+        for _ in 0..<min(options.topK, chunks) {
+            var best = -1
+            for chunk in 0..<chunks where !scores[chunk].isNaN {
+                if best < 0 || scores[chunk] > scores[best] { best = chunk }
+            }
+            if best < 0 { break }
+            ranges += [best * options.chunkSize, (best + 1) * options.chunkSize]
+            scores[best] = .nan
+        }
     }
-    let order = (0..<chunks).sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }
-    return Array(order.prefix(options.topK))
 }
 
 /// Extends the per-chunk key sums to `chunks` complete chunks; each chunk is summed once.
@@ -133,63 +179,75 @@ private func updateChunkKeySums(_ state: inout SparseLayerState, chunks: Int, ch
         state.chunkKeySums.removeAll(keepingCapacity: true)
         have = 0
     }
-    while have < chunks {
-        var sum = [Float](repeating: 0, count: c)
-        for row in (have * chunkSize)..<((have + 1) * chunkSize) {
-            for i in 0..<c { sum[i] += state.kCache[row * c + i] }
+    if have == chunks { return }
+    state.chunkKeySums.append(contentsOf: repeatElement(0, count: (chunks - have) * c))
+    state.kCache.withUnsafeBufferPointer { k in
+        state.chunkKeySums.withUnsafeMutableBufferPointer { sums in
+            for chunk in have..<chunks {
+                let sum = sums.baseAddress! + chunk * c
+                for row in (chunk * chunkSize)..<((chunk + 1) * chunkSize) {
+                    for i in 0..<c { sum[i] += k[row * c + i] }
+                }
+            }
         }
-        state.chunkKeySums += sum
-        have += 1
     }
 }
 
-/// Prefill of T > 1 tokens (forward_seq): x [T, C] is the ln1 output, q, k, v its
-/// projections. Returns the attention output [T, C] before the output projection.
-func sparseAttentionPrefill(x: [Float], q: [Float], k: [Float], v: [Float], state: inout SparseLayerState,
-                            options: AttentionOptions, config: ModelConfig) -> [Float] {
-    let c = config.nEmbd
-    let tokens = x.count / c
+/// Prefill of T > 1 tokens (forward_seq): compresses the cache if needed, records
+/// the cache length before the new tokens in ws.cacheRowsBefore[s] and whether the
+/// whole sequence fits the window, then appends the tokens' k and v.
+private func planPrefill(session s: Int, rows: Range<Int>, state: inout SparseLayerState, options: AttentionOptions,
+                         ws: Workspace) {
+    let c = ws.config.nEmbd
 
     // Quirk copied: compression in a prefill uses the ln1 output x of the new tokens
     // as the queries, not q = receptance(x).
     if options.maxKVCacheSize > 0 && state.rows(nEmbd: c) > options.maxKVCacheSize {
-        compressKVCache(&state, queries: x, options: options, config: config)
+        let queries = Array(UnsafeBufferPointer(start: ws.normed.base + rows.lowerBound * c, count: rows.count * c))
+        compressKVCache(&state, queries: queries, options: options, config: ws.config)
     }
     let ct = state.rows(nEmbd: c)
-    state.kCache += k
-    state.vCache += v
-
-    // Short sequences attend to the whole cache plus the new tokens causally. Quirk
-    // copied: longer ones attend causally inside chunks of the new tokens only
-    // (chunks counted from the first new token), ignoring the cache entirely.
-    let shortSequence = tokens + ct <= options.windowSize
-    var y = [Float](repeating: 0, count: x.count)
-    var out = [Float](repeating: 0, count: c)
-    for t in 0..<tokens {
-        let begin = shortSequence ? 0 : ct + (t / options.chunkSize) * options.chunkSize
-        attend(q: Ops.row(q, t, c: c), state: state, ranges: [begin, ct + t + 1], into: &out, config: config)
-        y.replaceSubrange((t * c)..<((t + 1) * c), with: out)
-    }
-    return y
+    ws.cacheRowsBefore[s] = ct
+    ws.shortSequence[s] = rows.count + ct <= options.windowSize
+    state.kCache.append(contentsOf: UnsafeBufferPointer(start: ws.k.base + rows.lowerBound * c, count: rows.count * c))
+    state.vCache.append(contentsOf: UnsafeBufferPointer(start: ws.v.base + rows.lowerBound * c, count: rows.count * c))
 }
 
-/// Softmax attention of one query [C] over the cache rows in `ranges` (pairs of
-/// [begin, end)), all heads, scale 1/sqrt(head_size).
-private func attend(q: [Float], state: SparseLayerState, ranges: [Int], into y: inout [Float], config: ModelConfig) {
-    var total = 0
-    for g in stride(from: 0, to: ranges.count, by: 2) { total += ranges[g + 1] - ranges[g] }
-    var scratch = [Float](repeating: 0, count: max(total, 1))
-    let scale = 1 / Float(config.headSize).squareRoot()
-    q.withUnsafeBufferPointer { qp in
-        state.kCache.withUnsafeBytes { kp in
-            state.vCache.withUnsafeBytes { vp in
-                y.withUnsafeMutableBufferPointer { yp in
-                    rwkvx_attention(qp.baseAddress!, kp.baseAddress!, vp.baseAddress!, RWKVX_DTYPE_F32,
-                                    config.nEmbd, config.headSize, ranges, ranges.count / 2, scale,
-                                    &scratch, yp.baseAddress!, 0, config.nHead)
+/// Softmax attention of every (row, head) of the batch over its session's cache,
+/// split over the pool by (row, head); y [rows, C] gets the result.
+private func attendAll(options: AttentionOptions, ws: Workspace, pool: ThreadPool?) {
+    let c = ws.config.nEmbd, n = ws.config.headSize, heads = ws.config.nHead
+    let scale = 1 / Float(n).squareRoot()
+    let items = ws.rows * heads
+    let run: @Sendable (Range<Int>, Int) -> Void = { chunk, thread in
+        let scratch = ws.scores.base + thread * ws.scoreStride
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: 2) { pair in
+            for item in chunk {
+                let t = item / heads, head = item % heads
+                let s = ws.rowSession[t]
+                let segment = ws.segments[s]
+                let q = ws.r.base + t * c
+                if segment.count == 1 {
+                    let ranges = ws.attentionRanges[s]
+                    rwkvx_attention(q, ws.kCache[s]!, ws.vCache[s]!, RWKVX_DTYPE_F32, c, n, ranges, ranges.count / 2,
+                                    scale, scratch, ws.y.base + t * c, head, head + 1)
+                } else {
+                    // Short sequences attend to the whole cache plus the new tokens causally.
+                    // Quirk copied: longer ones attend causally inside chunks of the new tokens
+                    // only (chunks counted from the first new token), ignoring the cache entirely.
+                    let ct = ws.cacheRowsBefore[s], i = t - segment.lowerBound
+                    pair[0] = ws.shortSequence[s] ? 0 : ct + (i / options.chunkSize) * options.chunkSize
+                    pair[1] = ct + i + 1
+                    rwkvx_attention(q, ws.kCache[s]!, ws.vCache[s]!, RWKVX_DTYPE_F32, c, n, pair.baseAddress!, 1,
+                                    scale, scratch, ws.y.base + t * c, head, head + 1)
                 }
             }
         }
+    }
+    if let pool, pool.threadCount > 1 {
+        pool.parallelFor(items, alignment: 1, run)
+    } else {
+        run(0..<items, 0)
     }
 }
 

@@ -2,6 +2,7 @@
 // stage runs. The whole model is the stage that spans every block. The first stage
 // owns the embedding, the last one the head.
 import Foundation
+import Synchronization
 
 public final class Stage: @unchecked Sendable {
     public let config: ModelConfig
@@ -15,6 +16,8 @@ public final class Stage: @unchecked Sendable {
     let head: HeadWeights?
     let rwkvWeights: [Int: RWKVBlockWeights]
     let sparseWeights: [Int: SparseBlockWeights]
+    /// Idle workspaces; a call takes one (or makes one) and puts it back.
+    private let workspaces = Mutex<[Workspace]>([])
 
     public var hasEmbedding: Bool { embedding != nil }
     public var hasHead: Bool { head != nil }
@@ -32,6 +35,31 @@ public final class Stage: @unchecked Sendable {
             total += [w.receptance, w.key, w.value, w.output, w.ffn.key, w.ffn.value].reduce(0) { $0 + $1.byteCount }
         }
         return total
+    }
+
+    /// Matrices one token passes through in this stage's blocks (not the head).
+    private var blockMatrices: [Matrix] {
+        var out: [Matrix] = []
+        for w in rwkvWeights.values {
+            out += [w.att.receptance, w.att.key, w.att.value, w.att.output, w.ffn.key, w.ffn.value,
+                    w.att.w1, w.att.w2, w.att.a1, w.att.a2, w.att.g1, w.att.g2]
+            if let v1 = w.att.v1, let v2 = w.att.v2 { out += [v1, v2] }
+        }
+        for w in sparseWeights.values {
+            out += [w.receptance, w.key, w.value, w.output, w.ffn.key, w.ffn.value]
+        }
+        return out
+    }
+
+    /// Floating-point operations of the matrix products of one token in this
+    /// stage's blocks (2 per weight), without the head and without attention.
+    public var blockMatmulFlopsPerToken: Int {
+        blockMatrices.reduce(0) { $0 + 2 * $1.rows * $1.cols }
+    }
+
+    /// Floating-point operations of the head for one row of logits (0 without the head).
+    public var headFlopsPerRow: Int {
+        head.map { 2 * $0.head.rows * $0.head.cols } ?? 0
     }
 
     /// Loads the weights of execution positions `positions` only.
@@ -72,17 +100,21 @@ public final class Stage: @unchecked Sendable {
         guard let embedding else { preconditionFailure("embed called on a stage without the embedding") }
         let c = config.nEmbd
         var x = [Float](repeating: 0, count: tokens.count * c)
-        for (t, token) in tokens.enumerated() {
-            guard token >= 0 && token < config.vocabSize else {
-                throw ConfigurationError(message: "invalid token id \(token): the vocabulary has ids 0..<\(config.vocabSize)")
+        try x.withUnsafeMutableBufferPointer { xp in
+            for (t, token) in tokens.enumerated() {
+                guard token >= 0 && token < config.vocabSize else {
+                    throw ConfigurationError(message: "invalid token id \(token): the vocabulary has ids 0..<\(config.vocabSize)")
+                }
+                let row = TensorView(name: embedding.table.name, dtype: embedding.table.dtype, shape: [c],
+                                     strides: [embedding.table.strides[1]],
+                                     base: embedding.table.base + token * embedding.table.strides[0] * embedding.table.dtype.byteSize)
+                // Quirk copied: ln0 is folded into the embedding (eps 1e-5); applying it per
+                // row at lookup gives the same values without converting the whole table.
+                row.toFloat32().withUnsafeBufferPointer { values in
+                    Ops.normalize(values.baseAddress!, into: xp.baseAddress! + t * c, count: c,
+                                  weight: embedding.ln0.weight.base, bias: embedding.ln0.bias.base, eps: 1e-5)
+                }
             }
-            let row = TensorView(name: embedding.table.name, dtype: embedding.table.dtype, shape: [c],
-                                 strides: [embedding.table.strides[1]],
-                                 base: embedding.table.base + token * embedding.table.strides[0] * embedding.table.dtype.byteSize)
-            // Quirk copied: ln0 is folded into the embedding (eps 1e-5); applying it per
-            // row at lookup gives the same values without converting the whole table.
-            let normed = Ops.layerNorm(row.toFloat32(), embedding.ln0, c: c)
-            for i in 0..<c { x[t * c + i] = normed[i] }
         }
         return x
     }
@@ -99,33 +131,79 @@ public final class Stage: @unchecked Sendable {
     /// Runs this stage's blocks on a batch of sessions in one pass over the weights.
     /// x and vFirst are [rows, C] with session s owning the next `tokenCounts[s]` rows;
     /// `states[s]` is session s's state. Each session's result is bit-identical to
-    /// running it alone: every kernel computes an output row independently of the others.
+    /// running it alone, at any thread count: every kernel and every parallel split
+    /// computes an output element independently of the other rows and of the split.
     public func forwardBatch(_ x: inout [Float], vFirst: inout [Float], tokenCounts: [Int],
                              states: inout [SessionState]) {
         precondition(tokenCounts.count == states.count && tokenCounts.allSatisfy { $0 > 0 })
         precondition(tokenCounts.reduce(0, +) * config.nEmbd == x.count, "x does not match the token counts")
-        var segments: [Range<Int>] = []
-        var row = 0
-        for n in tokenCounts {
-            segments.append(row..<(row + n))
-            row += n
+        let runsFirstBlock = blocks.contains(.rwkv(0))
+        if runsFirstBlock && vFirst.count != x.count {
+            vFirst = [Float](repeating: 0, count: x.count)
         }
+        precondition(vFirst.count == x.count || !blocks.contains { if case .rwkv = $0 { return true } else { return false } },
+                     "vFirst must hold the [rows, C] output of RWKV block 0 (from an earlier stage)")
 
-        for block in blocks {
-            switch block {
-            case .rwkv(let i):
-                // Take the layer states out of the sessions so they are mutated in place.
-                var layer = states.indices.map { states[$0].rwkv.removeValue(forKey: i) ?? RWKVLayerState(config: config) }
-                rwkvBlock(&x, vFirst: &vFirst, segments: segments, states: &layer, weights: rwkvWeights[i]!,
-                          config: config, pool: pool)
-                for s in states.indices { states[s].rwkv[i] = layer[s] }
-            case .sparse(let j):
-                var layer = states.indices.map { states[$0].sparse.removeValue(forKey: j) ?? SparseLayerState(config: config) }
-                sparseBlock(&x, segments: segments, states: &layer, weights: sparseWeights[j]!, options: options,
-                            config: config, pool: pool)
-                for s in states.indices { states[s].sparse[j] = layer[s] }
+        let ws = takeWorkspace()
+        defer { returnWorkspace(ws) }
+        ws.prepare(tokenCounts: tokenCounts, threads: pool?.threadCount ?? 1)
+
+        x.withUnsafeMutableBufferPointer { xb in
+            vFirst.withUnsafeMutableBufferPointer { vb in
+                let xp = xb.baseAddress!
+                for block in blocks {
+                    switch block {
+                    case .rwkv(let i):
+                        runRWKVBlock(i, x: xp, vFirst: vb.baseAddress, states: &states, ws: ws)
+                    case .sparse(let j):
+                        runSparseBlock(j, x: xp, states: &states, ws: ws)
+                    }
+                }
             }
         }
+    }
+
+    /// Takes block i's state out of every session (so it is mutated in place), runs
+    /// the block and puts the states back.
+    private func runRWKVBlock(_ i: Int, x: UnsafeMutablePointer<Float>, vFirst: UnsafeMutablePointer<Float>?,
+                              states: inout [SessionState], ws: Workspace) {
+        var layer = ws.rwkvLayers
+        ws.rwkvLayers = []
+        for s in states.indices {
+            layer.append(states[s].rwkv.removeValue(forKey: i) ?? RWKVLayerState(config: config))
+        }
+        layer.withUnsafeMutableBufferPointer { lp in
+            withPinnedStates(lp, ws: ws) {
+                rwkvBlock(x, vFirst: vFirst!, weights: rwkvWeights[i]!, ws: ws, pool: pool)
+            }
+        }
+        for s in states.indices { states[s].rwkv[i] = layer[s] }
+        layer.removeAll(keepingCapacity: true)
+        ws.rwkvLayers = layer
+    }
+
+    private func runSparseBlock(_ j: Int, x: UnsafeMutablePointer<Float>, states: inout [SessionState], ws: Workspace) {
+        var layer = ws.sparseLayers
+        ws.sparseLayers = []
+        for s in states.indices {
+            layer.append(states[s].sparse.removeValue(forKey: j) ?? SparseLayerState(config: config))
+        }
+        layer.withUnsafeMutableBufferPointer { lp in
+            withPinnedStates(lp, ws: ws) {
+                sparseBlock(x, states: lp, weights: sparseWeights[j]!, options: options, ws: ws, pool: pool)
+            }
+        }
+        for s in states.indices { states[s].sparse[j] = layer[s] }
+        layer.removeAll(keepingCapacity: true)
+        ws.sparseLayers = layer
+    }
+
+    private func takeWorkspace() -> Workspace {
+        workspaces.withLock { $0.popLast() } ?? Workspace(config: config)
+    }
+
+    private func returnWorkspace(_ ws: Workspace) {
+        workspaces.withLock { $0.append(ws) }
     }
 
     /// Logits of the last token, or of every token when `fullOutput`: [V] or [T, V].
@@ -136,10 +214,17 @@ public final class Stage: @unchecked Sendable {
         return logits(rows: fullOutput ? x : Ops.row(x, tokens - 1, c: c))
     }
 
-    /// Logits [n, V] of n rows [n, C] of the residual stream.
+    /// Logits [n, V] of n rows [n, C] of the residual stream, head rows split over the pool.
     public func logits(rows: [Float]) -> [Float] {
         guard let head else { preconditionFailure("logits called on a stage without the head") }
-        let normed = Ops.layerNorm(rows, head.lnOut, c: config.nEmbd)
-        return head.head(normed, pool: pool)
+        var normed = Ops.layerNorm(rows, head.lnOut, c: config.nEmbd)
+        let n = rows.count / config.nEmbd
+        var out = [Float](repeating: 0, count: n * config.vocabSize)
+        normed.withUnsafeMutableBufferPointer { xp in
+            out.withUnsafeMutableBufferPointer { yp in
+                runMatmuls([MatmulTask(head.head, xp.baseAddress!, yp.baseAddress!)], nTok: n, pool: pool)
+            }
+        }
+        return out
     }
 }

@@ -17,12 +17,12 @@ struct WeightReader {
         return view
     }
 
-    func vector(_ name: String, _ count: Int) throws -> [Float] {
+    func vector(_ name: String, _ count: Int) throws -> FloatVector {
         let v = try checkpoint.tensor(name)
         if v.count != count || v.shape.dropFirst(0).filter({ $0 != 1 }).count > 1 {
             throw CheckpointError.wrongShape(path: checkpoint.path, tensor: name, expected: [count], actual: v.shape)
         }
-        return v.toFloat32()
+        return FloatVector(v.toFloat32())
     }
 
     /// A Linear weight stored [out, in].
@@ -36,9 +36,28 @@ struct WeightReader {
     }
 }
 
+/// A per-channel fp32 weight vector in owned, 64-byte aligned memory, so hot loops
+/// read it through a pointer without bounds checks or array retains.
+final class FloatVector: @unchecked Sendable {
+    /// Immutable after init.
+    let base: UnsafeMutablePointer<Float>
+    let count: Int
+
+    init(_ values: [Float]) {
+        count = values.count
+        base = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 4, alignment: 64)
+            .bindMemory(to: Float.self, capacity: max(count, 1))
+        values.withUnsafeBufferPointer { base.update(from: $0.baseAddress!, count: count) }
+    }
+
+    deinit { base.deallocate() }
+
+    subscript(i: Int) -> Float { base[i] }
+}
+
 struct LayerNormWeights: Sendable {
-    let weight: [Float]
-    let bias: [Float]
+    let weight: FloatVector
+    let bias: FloatVector
 
     init(_ reader: WeightReader, _ prefix: String, _ c: Int) throws {
         weight = try reader.vector(prefix + ".weight", c)
@@ -48,7 +67,7 @@ struct LayerNormWeights: Sendable {
 
 /// RWKV-7 channel mix (the FFN of both block kinds).
 struct ChannelMixWeights: Sendable {
-    let xK: [Float]          // [C] token-shift mix
+    let xK: FloatVector      // [C] token-shift mix
     let key: Matrix          // [F, C]
     let value: Matrix        // [C, F]
 
@@ -62,13 +81,13 @@ struct ChannelMixWeights: Sendable {
 
 /// RWKV-7 time mix of block `layer`.
 struct TimeMixWeights: Sendable {
-    let xR, xW, xK, xV, xA, xG: [Float]   // [C] token-shift mixes
-    let w0, a0: [Float]                   // [C] biases of the decay and in-context rate LoRAs
-    let v0: [Float]?                      // [C], absent in block 0
+    let xR, xW, xK, xV, xA, xG: FloatVector   // [C] token-shift mixes
+    let w0, a0: FloatVector                   // [C] biases of the decay and in-context rate LoRAs
+    let v0: FloatVector?                      // [C], absent in block 0
     let w1, w2, a1, a2, g1, g2: Matrix    // LoRA factors, [out, in] fp32
     let v1, v2: Matrix?                   // absent in block 0
-    let kK, kA: [Float]                   // [C]
-    let rK: [Float]                       // [H * N] bonus weights
+    let kK, kA: FloatVector               // [C]
+    let rK: FloatVector                   // [H * N] bonus weights
     let receptance, key, value, output: Matrix  // [C, C]
     let lnX: LayerNormWeights             // group norm, H groups
 
@@ -99,7 +118,7 @@ struct TimeMixWeights: Sendable {
         }
         kK = try reader.vector(prefix + "k_k", c)
         kA = try reader.vector(prefix + "k_a", c)
-        rK = try reader.view(prefix + "r_k", shape: [config.nHead, config.headSize]).toFloat32()
+        rK = FloatVector(try reader.view(prefix + "r_k", shape: [config.nHead, config.headSize]).toFloat32())
         receptance = try reader.linear(prefix + "receptance.weight", out: c, in: c)
         key = try reader.linear(prefix + "key.weight", out: c, in: c)
         value = try reader.linear(prefix + "value.weight", out: c, in: c)

@@ -1,9 +1,12 @@
 // A persistent pool of worker threads for data-parallel kernel calls.
 //
-// parallelFor splits [0, count) into one contiguous chunk per thread (the caller
-// runs chunk 0), so which thread computes which rows depends only on count and
-// the thread count. Kernels keep an element's arithmetic independent of the row
-// split, so results are also the same for any thread count.
+// parallelFor cuts [0, count) into a fixed set of contiguous chunks (up to
+// `chunksPerThread` per thread, boundaries on multiples of `alignment`) and every
+// thread, the caller included, claims chunks from a shared counter until none
+// are left. A worker that the OS has descheduled therefore never holds up a call:
+// the caller takes its chunks, and only waits for chunks already started.
+// Kernels keep an element's arithmetic independent of the row split and of the
+// thread that runs it, so results are the same for any thread count.
 //
 // Idle workers spin for a bounded time and then sleep on a condition variable:
 // a pure spin-wait collapses throughput when another process holds the other
@@ -55,7 +58,7 @@ public final class ThreadPool: Sendable {
 
     /// Starts `threadCount - 1` workers. An idle worker spins for up to
     /// `spinMicroseconds` before it sleeps until the next call.
-    public init(threadCount: Int = ThreadPool.defaultThreadCount, spinMicroseconds: Int = 5) {
+    public init(threadCount: Int = ThreadPool.defaultThreadCount, spinMicroseconds: Int = 100) {
         precondition(threadCount >= 1, "threadCount must be at least 1, got \(threadCount)")
         self.threadCount = threadCount
         let shared = PoolShared(threadCount: threadCount, spinNanoseconds: UInt64(max(0, spinMicroseconds)) * 1000)
@@ -82,13 +85,19 @@ public final class ThreadPool: Sendable {
         for thread in workers { pthread_join(thread, nil) }
     }
 
-    /// Runs `body` on contiguous chunks of [0, count), one per thread, and returns
-    /// when all are done. Chunk boundaries are multiples of `alignment`; empty
-    /// chunks are skipped. `body` must only touch data of its own chunk.
+    /// Runs `body` on contiguous chunks of [0, count) spread over the threads and
+    /// returns when all are done. Chunk boundaries are multiples of `alignment`;
+    /// empty chunks are skipped. `body` must only touch data of its own chunk.
     public func parallelFor(_ count: Int, alignment: Int = 1, _ body: @Sendable (Range<Int>) -> Void) {
+        parallelFor(count, alignment: alignment) { range, _ in body(range) }
+    }
+
+    /// Like parallelFor, and passes the index (0..<threadCount, 0 for the caller) of
+    /// the thread running the chunk, for per-thread scratch memory.
+    public func parallelFor(_ count: Int, alignment: Int = 1, _ body: @Sendable (Range<Int>, Int) -> Void) {
         precondition(count >= 0 && alignment > 0)
         if threadCount == 1 || count <= alignment {
-            if count > 0 { body(0..<count) }
+            if count > 0 { body(0..<count, 0) }
             return
         }
         withoutActuallyEscaping(body) { escapable in
@@ -107,26 +116,39 @@ private final class WorkerContext {
     }
 }
 
+/// Chunks per thread of one call: enough that a thread that starts late or runs
+/// slow leaves its share to the others, few enough that claiming costs nothing.
+private let chunksPerThread = 4
+
 /// State shared by the caller and the workers.
 ///
-/// Audited `@unchecked Sendable`: `body`, `count` and `alignment` are written by
-/// the calling thread only while no worker reads them (before `generation` is
-/// bumped, after `pending` reaches 0), and the atomics' sequentially consistent
-/// operations order those writes with the workers' reads. The pthread mutex and
-/// condition variables live in memory allocated once and freed in deinit.
+/// Audited `@unchecked Sendable`: `body`, `count`, `alignment` and `chunks` are
+/// written by the calling thread only while no chunk of a job is claimable (before
+/// `ticket` moves to the new generation, after every chunk has completed), and a
+/// thread reads them only after it claimed a chunk of the current generation,
+/// which keeps the job from completing. The atomics' sequentially consistent
+/// operations order those writes with the reads. The pthread mutex and condition
+/// variables live in memory allocated once and freed in deinit.
 private final class PoolShared: @unchecked Sendable {
     let threadCount: Int
     let spinNanoseconds: UInt64
 
     // The current job; see the type's comment for who may touch these.
-    var body: (@Sendable (Range<Int>) -> Void)?
+    var body: (@Sendable (Range<Int>, Int) -> Void)?
     var count = 0
     var alignment = 1
+    var chunks = 0
 
-    /// Bumped once per job; workers run a job when it differs from the last one seen.
+    /// Bumped once per job; workers look for chunks when it differs from the last one seen.
     let generation = Atomic<Int>(0)
-    /// Workers that have not finished the current job.
-    let pending = Atomic<Int>(0)
+    /// The claim counter of the current job: its generation (low 24 bits) << 40,
+    /// its chunk count << 20, and the next unclaimed chunk index. Keeping all three
+    /// in one word lets a thread tell with one compare-exchange whether its claim
+    /// is a real chunk of the job it saw. Claims past the last chunk add at most one
+    /// per thread, so the index never reaches the count field.
+    let ticket = Atomic<Int>(0)
+    /// Chunks of the current job that have finished.
+    let completed = Atomic<Int>(0)
     /// Workers asleep on `workReady`, and whether the caller sleeps on `workDone`.
     let sleepingWorkers = Atomic<Int>(0)
     let callerSleeping = Atomic<Bool>(false)
@@ -157,31 +179,35 @@ private final class PoolShared: @unchecked Sendable {
         mutex.deallocate()
     }
 
-    func run(count: Int, alignment: Int, body: @escaping @Sendable (Range<Int>) -> Void) {
+    func run(count: Int, alignment: Int, body: @escaping @Sendable (Range<Int>, Int) -> Void) {
         let (exchanged, _) = busy.compareExchange(expected: false, desired: true, ordering: .acquiring)
         precondition(exchanged, "ThreadPool.parallelFor does not support nested or concurrent calls")
 
-        // Publish the job, then wake the workers.
+        // Publish the job, open its chunks, then wake the workers.
+        let blocks = (count + alignment - 1) / alignment
         self.body = body
         self.count = count
         self.alignment = alignment
-        pending.store(threadCount - 1, ordering: .sequentiallyConsistent)
-        generation.add(1, ordering: .sequentiallyConsistent)
+        self.chunks = min(blocks, threadCount * chunksPerThread, 0xF_FFFF)
+        completed.store(0, ordering: .sequentiallyConsistent)
+        let job = generation.load(ordering: .sequentiallyConsistent) + 1
+        ticket.store((job & 0xFF_FFFF) << 40 | chunks << 20, ordering: .sequentiallyConsistent)
+        generation.store(job, ordering: .sequentiallyConsistent)
         if sleepingWorkers.load(ordering: .sequentiallyConsistent) > 0 {
             pthread_mutex_lock(mutex)
             pthread_cond_broadcast(workReady)
             pthread_mutex_unlock(mutex)
         }
 
-        // The caller's own chunk.
-        let chunk = alignedChunk(0, of: threadCount, count: count, alignment: alignment)
-        if !chunk.isEmpty { body(chunk) }
+        // The caller claims chunks like any worker.
+        runChunks(job: job, thread: 0)
 
-        // Wait for the workers: spin, then sleep until the last one signals.
-        if !spin(until: { pending.load(ordering: .sequentiallyConsistent) == 0 }) {
+        // Wait for chunks other threads started: spin, then sleep until the last one signals.
+        let total = chunks
+        if !spin(until: { completed.load(ordering: .sequentiallyConsistent) == total }) {
             pthread_mutex_lock(mutex)
             callerSleeping.store(true, ordering: .sequentiallyConsistent)
-            while pending.load(ordering: .sequentiallyConsistent) != 0 {
+            while completed.load(ordering: .sequentiallyConsistent) != total {
                 pthread_cond_wait(workDone, mutex)
             }
             callerSleeping.store(false, ordering: .sequentiallyConsistent)
@@ -209,11 +235,25 @@ private final class PoolShared: @unchecked Sendable {
             }
             if stopping.load(ordering: .sequentiallyConsistent) { return }
             seen = generation.load(ordering: .sequentiallyConsistent)
+            runChunks(job: seen, thread: index)
+        }
+    }
 
-            runChunk(index: index)
+    /// Claims and runs chunks of job `job` until none are left (or a newer job started).
+    private func runChunks(job: Int, thread: Int) {
+        while true {
+            let current = ticket.load(ordering: .sequentiallyConsistent)
+            guard current >> 40 == job & 0xFF_FFFF else { return }
+            let total = (current >> 20) & 0xF_FFFF, chunk = current & 0xF_FFFF
+            guard chunk < total else { return }
+            let (claimed, _) = ticket.compareExchange(expected: current, desired: current + 1,
+                                                      ordering: .sequentiallyConsistent)
+            if !claimed { continue }
+            // A claim below the job's chunk count keeps the job open, so its fields are valid.
+            runChunk(chunk, of: total, thread: thread)
 
-            // The last worker to finish wakes a sleeping caller.
-            if pending.subtract(1, ordering: .sequentiallyConsistent).newValue == 0
+            // The last chunk to finish wakes a sleeping caller.
+            if completed.add(1, ordering: .sequentiallyConsistent).newValue == total
                 && callerSleeping.load(ordering: .sequentiallyConsistent) {
                 pthread_mutex_lock(mutex)
                 pthread_cond_signal(workDone)
@@ -222,12 +262,12 @@ private final class PoolShared: @unchecked Sendable {
         }
     }
 
-    // Kept out of line so the worker's reference to the closure ends before it
+    // Kept out of line so the thread's reference to the closure ends before it
     // reports completion.
     @inline(never)
-    private func runChunk(index: Int) {
-        let chunk = alignedChunk(index, of: threadCount, count: count, alignment: alignment)
-        if !chunk.isEmpty, let body { body(chunk) }
+    private func runChunk(_ chunk: Int, of total: Int, thread: Int) {
+        let range = alignedChunk(chunk, of: total, count: count, alignment: alignment)
+        if !range.isEmpty, let body { body(range, thread) }
     }
 
     /// Spins until `condition` holds or the spin time runs out; returns whether it held.

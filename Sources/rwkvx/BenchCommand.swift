@@ -1,0 +1,417 @@
+// rwkvx bench: single-process throughput measured against the machine's own
+// limits, in the manner of llama.cpp's llama-bench.
+//
+// The machine limits are measured by this command: memory read bandwidth as the
+// best of several multi-threaded streaming reads of a buffer far larger than L3,
+// and the fp32 FMA peak as the best of several runs of independent FMA chains on
+// every thread. Model numbers are the median of --repeat timed runs after one
+// untimed warm-up, with min and max.
+//
+// Left out: perplexity or any accuracy figure (random weights generate noise).
+import CKernels
+import Foundation
+import RWKVX
+
+let benchCommand = Command(
+    name: "bench",
+    summary: "measure prefill and decode speed against memory bandwidth and FMA peak",
+    usage: "[--model PATH | --shape rwkv7|rwkvx] [options]",
+    options: [
+        OptionSpec("model", "PATH", "checkpoint (.pth or .safetensors); omit to generate one with --shape"),
+        OptionSpec("shape", "SHAPE", "rwkv7 or rwkvx: a random 12-layer n_embd 768 vocab 65536 bf16 model, plain or with 4 sparse layers (default rwkvx)"),
+        OptionSpec("dtype", "TYPE", "weights in memory: auto (as stored), fp32 or int8 (default auto)"),
+        OptionSpec("threads", "N", "compute threads (default: all cores)"),
+        OptionSpec("batch", "B", "sessions decoded together in the batched decode test (default 16)"),
+        OptionSpec("prompt-tokens", "P", "tokens in the prefill test (default 512)"),
+        OptionSpec("gen-tokens", "G", "decode steps per timed run (default 64)"),
+        OptionSpec("repeat", "R", "timed runs per test; the median is reported (default 5)"),
+        OptionSpec("context", "LIST", "comma-separated context lengths: measure decode latency and memory with the sparse layers' KV caches filled to each"),
+        OptionSpec("json", nil, "print the results as JSON on stdout (the table goes to stderr)"),
+    ],
+    run: { args in try runBench(args) }
+)
+
+/// Median, min and max of a set of measurements.
+struct Summary: Encodable {
+    let median: Double
+    let min: Double
+    let max: Double
+
+    init(_ values: [Double]) {
+        precondition(!values.isEmpty)
+        let sorted = values.sorted()
+        let middle = sorted.count / 2
+        median = sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
+        min = sorted.first!
+        max = sorted.last!
+    }
+
+    func scaled(_ factor: Double) -> Summary { Summary(median: median * factor, min: min * factor, max: max * factor) }
+
+    /// Turns seconds per run into a rate (work / seconds): min and max swap.
+    func rate(work: Double) -> Summary { Summary(median: work / median, min: work / max, max: work / min) }
+
+    private init(median: Double, min: Double, max: Double) {
+        self.median = median
+        self.min = min
+        self.max = max
+    }
+}
+
+struct BenchSettings {
+    var threads: Int
+    var batch: Int
+    var promptTokens: Int
+    var genTokens: Int
+    var repeats: Int
+}
+
+struct MachineLimits: Encodable {
+    let cpu: String
+    let kernelLevel: String
+    let readGBps: Double
+    let fmaPeakGFLOPs: Double
+}
+
+struct ThroughputResult: Encodable {
+    let test: String
+    let tokensPerSecond: Summary
+    var gbPerSecond: Double?
+    var bandwidthFraction: Double?
+    var gflops: Double?
+    var fmaPeakFraction: Double?
+}
+
+struct ContextResult: Encodable {
+    let context: Int
+    let millisecondsPerToken: Summary
+    let residentMiB: Double
+}
+
+struct BenchReport: Encodable {
+    let model: String
+    let layout: String
+    let weights: String
+    let threads: Int
+    let weightBytesPerToken: Int
+    let machine: MachineLimits
+    var results: [ThroughputResult] = []
+    var contexts: [ContextResult] = []
+}
+
+private func runBench(_ args: Arguments) throws {
+    let settings = BenchSettings(
+        threads: try SharedOptions.threadCount(args),
+        batch: try args.int("batch", default: 16),
+        promptTokens: try args.int("prompt-tokens", default: 512),
+        genTokens: try args.int("gen-tokens", default: 64),
+        repeats: try args.int("repeat", default: 5))
+    guard settings.batch >= 1 else { throw UsageError(message: "invalid --batch \(settings.batch): must be at least 1") }
+    guard settings.promptTokens >= 2 else {
+        throw UsageError(message: "invalid --prompt-tokens \(settings.promptTokens): must be at least 2 (one token is a decode)")
+    }
+    guard settings.genTokens >= 1 else { throw UsageError(message: "invalid --gen-tokens \(settings.genTokens): must be at least 1") }
+    guard settings.repeats >= 1 else { throw UsageError(message: "invalid --repeat \(settings.repeats): must be at least 1") }
+    let contexts = try args.intList("context") ?? []
+    if let bad = contexts.first(where: { $0 < 1 }) {
+        throw UsageError(message: "invalid --context length \(bad): must be at least 1")
+    }
+
+    // The model: a given checkpoint, or a generated one in a temporary directory.
+    var temporaryDirectory: URL?
+    defer { if let temporaryDirectory { try? FileManager.default.removeItem(at: temporaryDirectory) } }
+    let path: String
+    if let model = args.string("model") {
+        if args.has("shape") { throw UsageError(message: "--model and --shape exclude each other; pass one") }
+        path = model
+    } else {
+        let shape = args.string("shape") ?? "rwkvx"
+        guard shape == "rwkv7" || shape == "rwkvx" else {
+            throw UsageError(message: "invalid --shape \(shape): expected rwkv7 or rwkvx")
+        }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("rwkvx-bench-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        temporaryDirectory = directory
+        path = directory.appendingPathComponent("\(shape).safetensors").path
+        Output.err("generating a random \(shape) model (12 layers, n_embd 768, vocab 65536, bf16) in \(path) ...\n")
+        let spec = RandomCheckpointSpec(nRWKVLayer: 12, nSparseLayer: shape == "rwkvx" ? 4 : 0, nEmbd: 768,
+                                        vocabSize: 65536, dtype: .bfloat16, seed: 0, plain: shape == "rwkv7")
+        try SafetensorsWriter.write(tensors: spec.payloads(), metadata: ["format": "pt"], to: path)
+    }
+
+    let format = try SharedOptions.weightFormat(args)
+    let pool = ThreadPool(threadCount: settings.threads)
+    var options = AttentionOptions()
+    if !contexts.isEmpty {
+        // Long contexts must stay uncompressed to measure what a full cache costs.
+        options.maxKVCacheSize = 0
+    }
+    let model = try Model(path: path, options: options, format: format, pool: pool)
+    let config = model.config
+    let stored = try model.checkpoint.tensor(config.rwkvPrefix + "head.weight").dtype.rawValue
+    let weights = format == .stored ? "\(stored) (as stored)" : format.rawValue
+
+    Output.err("measuring memory bandwidth and FMA peak ...\n")
+    let machine = MachineLimits(cpu: cpuModelName(), kernelLevel: kernelLevelName(),
+                                readGBps: measureReadBandwidth(pool: pool) / 1e9,
+                                fmaPeakGFLOPs: measureFMAPeak(pool: pool) / 1e9)
+    var report = BenchReport(model: path, layout: config.layout.rawValue, weights: weights, threads: settings.threads,
+                             weightBytesPerToken: model.stage.weightBytesPerToken, machine: machine)
+
+    if contexts.isEmpty {
+        report.results = try measureThroughput(model: model, settings: settings, machine: machine)
+    } else {
+        guard config.nSparseLayer > 0 else {
+            throw UsageError(message: "--context needs a model with sparse-attention layers (use --shape rwkvx)")
+        }
+        report.contexts = try measureContexts(model: model, contexts: contexts, settings: settings)
+    }
+
+    let table = formatReport(report, settings: settings, contextMode: !contexts.isEmpty)
+    if args.has("json") {
+        Output.err(table)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        Output.out(String(decoding: try encoder.encode(report), as: UTF8.self) + "\n")
+    } else {
+        Output.out(table)
+    }
+}
+
+// MARK: - Machine limits
+
+/// Best bytes per second of a streaming read of 512 MiB split over the pool's threads.
+private func measureReadBandwidth(pool: ThreadPool) -> Double {
+    let count = 128 << 20  // floats: 512 MiB, 16x a 32 MiB L3
+    let raw = UnsafeMutableRawPointer.allocate(byteCount: count * 4, alignment: 64)
+    defer { raw.deallocate() }
+    let buffer = raw.bindMemory(to: Float.self, capacity: count)
+    // Touch every page (and give the values some variety) before timing.
+    for i in stride(from: 0, to: count, by: 1024) { buffer[i] = Float(i & 255) }
+    for i in 0..<count where i % 1024 != 0 { buffer[i] = 0 }
+    let shared = SendablePointer(buffer)
+    let parts = pool.threadCount
+    var best = 0.0
+    for _ in 0..<6 {
+        let start = DispatchTime.now().uptimeNanoseconds
+        pool.parallelFor(parts) { range in
+            for part in range {
+                let chunk = count / parts / 64 * 64
+                let begin = part * chunk
+                let length = part == parts - 1 ? count - begin : chunk
+                var sink = rwkvx_bench_read(shared.base + begin, length)
+                withUnsafeMutablePointer(to: &sink) { _ in }
+            }
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        best = max(best, Double(count * 4) / seconds)
+    }
+    return best
+}
+
+/// Best fp32 FLOP/s of independent FMA chains run on every pool thread at once.
+private func measureFMAPeak(pool: ThreadPool) -> Double {
+    let iterations = 4_000_000
+    var best = 0.0
+    for _ in 0..<6 {
+        let start = DispatchTime.now().uptimeNanoseconds
+        let total = FlopCounter()
+        pool.parallelFor(pool.threadCount) { range in
+            for _ in range {
+                var sink: Float = 0
+                total.add(rwkvx_bench_fma(iterations, &sink))
+            }
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        best = max(best, total.value / seconds)
+    }
+    return best
+}
+
+/// A sum of FLOP counts added from pool threads.
+private final class FlopCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var total = 0.0
+    func add(_ flops: Double) { lock.withLock { total += flops } }
+    var value: Double { lock.withLock { total } }
+}
+
+private func cpuModelName() -> String {
+    guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return "unknown" }
+    for line in text.split(separator: "\n") where line.hasPrefix("model name") {
+        return line.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "unknown"
+    }
+    return "unknown"
+}
+
+// MARK: - Model throughput
+
+private func seconds(_ body: () throws -> Void) rethrows -> Double {
+    let start = DispatchTime.now().uptimeNanoseconds
+    try body()
+    return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+}
+
+/// Deterministic, varied token ids.
+private func benchTokens(_ count: Int, vocab: Int, seed: Int) -> [Int] {
+    (0..<count).map { ($0 * 7919 + seed * 104_729 + 13) % vocab }
+}
+
+/// Times `body` once untimed, then `repeats` times; returns the seconds of each timed run.
+private func timedRuns(_ repeats: Int, _ body: () throws -> Void) rethrows -> [Double] {
+    try body()
+    var runs: [Double] = []
+    for _ in 0..<repeats { runs.append(try seconds(body)) }
+    return runs
+}
+
+private func measureThroughput(model: Model, settings: BenchSettings, machine: MachineLimits) throws -> [ThroughputResult] {
+    let stage = model.stage
+    let vocab = model.config.vocabSize
+    let bytesPerToken = Double(stage.weightBytesPerToken)
+    var results: [ThroughputResult] = []
+
+    // Prefill: P tokens from an empty state, logits of the last one.
+    Output.err("prefill of \(settings.promptTokens) tokens ...\n")
+    let prompt = benchTokens(settings.promptTokens, vocab: vocab, seed: 1)
+    let prefillRuns = try timedRuns(settings.repeats) {
+        var state = model.makeState()
+        _ = try model.forward(prompt, state: &state)
+    }
+    let prefillRate = Summary(prefillRuns).rate(work: Double(settings.promptTokens))
+    let flopsPerPrompt = Double(stage.blockMatmulFlopsPerToken * settings.promptTokens + stage.headFlopsPerRow)
+    let prefillGFLOPs = flopsPerPrompt / Summary(prefillRuns).median / 1e9
+    results.append(ThroughputResult(test: "prefill \(settings.promptTokens)", tokensPerSecond: prefillRate,
+                                    gflops: prefillGFLOPs, fmaPeakFraction: prefillGFLOPs / machine.fmaPeakGFLOPs))
+
+    // Decode at batch 1: G single-token steps after a 16-token prompt.
+    Output.err("decode, batch 1, \(settings.genTokens) tokens per run ...\n")
+    let steps = benchTokens(settings.genTokens, vocab: vocab, seed: 2)
+    var state = model.makeState()
+    _ = try model.forward(benchTokens(16, vocab: vocab, seed: 3), state: &state)
+    let decodeRuns = try timedRuns(settings.repeats) {
+        for token in steps { _ = try model.forward([token], state: &state) }
+    }
+    let decodeRate = Summary(decodeRuns).rate(work: Double(settings.genTokens))
+    let decodeGBps = decodeRate.median * bytesPerToken / 1e9
+    results.append(ThroughputResult(test: "decode batch 1", tokensPerSecond: decodeRate, gbPerSecond: decodeGBps,
+                                    bandwidthFraction: decodeGBps / machine.readGBps))
+
+    // Decode at batch B: B sessions, one forwardBatch pass over the weights per step.
+    if settings.batch > 1 {
+        let b = settings.batch
+        Output.err("decode, batch \(b), \(settings.genTokens) steps per run ...\n")
+        var states = (0..<b).map { _ in model.makeState() }
+        var x = try stage.embed((0..<b).flatMap { benchTokens(16, vocab: vocab, seed: 10 + $0) })
+        var vFirst: [Float] = []
+        stage.forwardBatch(&x, vFirst: &vFirst, tokenCounts: Array(repeating: 16, count: b), states: &states)
+        let ones = Array(repeating: 1, count: b)
+        let batchRuns = try timedRuns(settings.repeats) {
+            for step in 0..<settings.genTokens {
+                var x = try stage.embed((0..<b).map { (steps[step] + $0 * 31) % vocab })
+                var vFirst: [Float] = []
+                stage.forwardBatch(&x, vFirst: &vFirst, tokenCounts: ones, states: &states)
+                _ = stage.logits(rows: x)
+            }
+        }
+        let batchRate = Summary(batchRuns).rate(work: Double(b * settings.genTokens))
+        let stepsPerSecond = batchRate.median / Double(b)
+        let batchGBps = stepsPerSecond * bytesPerToken / 1e9
+        let batchGFLOPs = batchRate.median * Double(stage.blockMatmulFlopsPerToken + stage.headFlopsPerRow) / 1e9
+        results.append(ThroughputResult(test: "decode batch \(b)", tokensPerSecond: batchRate, gbPerSecond: batchGBps,
+                                        bandwidthFraction: batchGBps / machine.readGBps, gflops: batchGFLOPs,
+                                        fmaPeakFraction: batchGFLOPs / machine.fmaPeakGFLOPs))
+    }
+    return results
+}
+
+// MARK: - Long contexts
+
+/// Decode latency with every sparse layer's KV cache filled to each context length.
+/// The caches are filled with synthetic rows (deterministic pseudo-random values),
+/// not by a prefill, which would take minutes at 64000 tokens.
+private func measureContexts(model: Model, contexts: [Int], settings: BenchSettings) throws -> [ContextResult] {
+    let c = model.config.nEmbd
+    let vocab = model.config.vocabSize
+    var results: [ContextResult] = []
+    for context in contexts {
+        Output.err("decode at context \(context) (KV caches filled with synthetic rows) ...\n")
+        var state = model.makeState()
+        for j in state.sparse.keys.sorted() {
+            var layer = state.sparse[j]!
+            layer.kCache = syntheticRows(context * c, seed: UInt64(2 * j + 1), reserve: (context + settings.genTokens * (settings.repeats + 2)) * c)
+            layer.vCache = syntheticRows(context * c, seed: UInt64(2 * j + 2), reserve: (context + settings.genTokens * (settings.repeats + 2)) * c)
+            state.sparse[j] = layer
+        }
+        let steps = benchTokens(settings.genTokens, vocab: vocab, seed: 4)
+        let runs = try timedRuns(settings.repeats) {
+            for token in steps { _ = try model.forward([token], state: &state) }
+        }
+        let perToken = Summary(runs).scaled(1000 / Double(settings.genTokens))
+        results.append(ContextResult(context: context, millisecondsPerToken: perToken, residentMiB: residentMiB()))
+    }
+    return results
+}
+
+/// `count` values of a xorshift sequence scaled to about [-1, 1), with room for `reserve`.
+private func syntheticRows(_ count: Int, seed: UInt64, reserve: Int) -> [Float] {
+    var values: [Float] = []
+    values.reserveCapacity(max(reserve, count))
+    var state = seed &* 0x9E37_79B9_7F4A_7C15 | 1
+    for _ in 0..<count {
+        state ^= state << 13
+        state ^= state >> 7
+        state ^= state << 17
+        values.append(Float(Int32(truncatingIfNeeded: state >> 32)) / Float(Int32.max))
+    }
+    return values
+}
+
+/// VmRSS of this process in MiB, from /proc/self/status (0 where it is unavailable).
+private func residentMiB() -> Double {
+    guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+    for line in text.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        let kilobytes = line.split(separator: " ").compactMap { Double($0) }.first ?? 0
+        return kilobytes / 1024
+    }
+    return 0
+}
+
+// MARK: - Output
+
+private func formatReport(_ report: BenchReport, settings: BenchSettings, contextMode: Bool) -> String {
+    var out = "model     \(report.model) (\(report.layout)), weights \(report.weights), \(report.threads) threads, kernels \(report.machine.kernelLevel)\n"
+    out += "cpu       \(report.machine.cpu)\n"
+    out += String(format: "machine   memory read %.1f GB/s (best of 6, %d threads, 512 MiB); fp32 FMA peak %.1f GFLOP/s (best of 6, %d threads)\n",
+                  report.machine.readGBps, report.threads, report.machine.fmaPeakGFLOPs, report.threads)
+    out += String(format: "weights   %.1f MB read per decoded token\n", Double(report.weightBytesPerToken) / 1e6)
+    out += "runs      median of \(settings.repeats) timed runs after 1 warm-up, with min-max\n\n"
+
+    func cell(_ value: Double?, _ format: String) -> String { value.map { String(format: format, $0) } ?? "-" }
+    if !contextMode {
+        out += "| test | tokens/s | min-max | GB/s | % of read bandwidth | GFLOP/s | % of FMA peak |\n"
+        out += "|---|---|---|---|---|---|---|\n"
+        for r in report.results {
+            out += "| \(r.test) | " + String(format: "%.1f", r.tokensPerSecond.median)
+                + " | " + String(format: "%.1f-%.1f", r.tokensPerSecond.min, r.tokensPerSecond.max)
+                + " | " + cell(r.gbPerSecond, "%.1f") + " | " + cell(r.bandwidthFraction.map { $0 * 100 }, "%.0f%%")
+                + " | " + cell(r.gflops, "%.1f") + " | " + cell(r.fmaPeakFraction.map { $0 * 100 }, "%.0f%%") + " |\n"
+        }
+        if let one = report.results.first(where: { $0.test == "decode batch 1" }),
+           let many = report.results.first(where: { $0.test.hasPrefix("decode batch") && $0.test != "decode batch 1" }) {
+            out += String(format: "\n%@ / decode batch 1 = %.2fx tokens/s\n", many.test, many.tokensPerSecond.median / one.tokensPerSecond.median)
+        }
+    } else {
+        out += "KV caches filled with synthetic rows (no prefill); cache compression off; \(settings.genTokens) decoded tokens per run\n\n"
+        out += "| context | ms/token | min-max | VmRSS MiB |\n|---|---|---|---|\n"
+        for r in report.contexts {
+            out += "| \(r.context) | " + String(format: "%.2f | %.2f-%.2f | %.0f", r.millisecondsPerToken.median,
+                                                 r.millisecondsPerToken.min, r.millisecondsPerToken.max, r.residentMiB) + " |\n"
+        }
+        if let first = report.contexts.first, let last = report.contexts.last, report.contexts.count > 1 {
+            out += String(format: "\ncontext %d / context %d = %.2fx ms/token\n", last.context, first.context,
+                          last.millisecondsPerToken.median / first.millisecondsPerToken.median)
+        }
+    }
+    return out
+}
