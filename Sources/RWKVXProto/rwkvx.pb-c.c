@@ -2122,7 +2122,7 @@ const ProtobufCMessageDescriptor rwkvx__rng_state__descriptor =
   (ProtobufCMessageInit) rwkvx__rng_state__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor rwkvx__session_step__field_descriptors[12] =
+static const ProtobufCFieldDescriptor rwkvx__session_step__field_descriptors[14] =
 {
   {
     "session_id",
@@ -2268,12 +2268,38 @@ static const ProtobufCFieldDescriptor rwkvx__session_step__field_descriptors[12]
     0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "prefill_call_tokens",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Rwkvx__SessionStep, prefill_call_tokens),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "prefill_offset",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Rwkvx__SessionStep, prefill_offset),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rwkvx__session_step__field_indices_by_name[] = {
   9,   /* field[9] = activation */
   2,   /* field[2] = kind */
   4,   /* field[4] = n_tokens */
   11,   /* field[11] = penalty_token_ids */
+  12,   /* field[12] = prefill_call_tokens */
+  13,   /* field[13] = prefill_offset */
   8,   /* field[8] = rng */
   6,   /* field[6] = sample */
   7,   /* field[7] = sampling */
@@ -2286,7 +2312,7 @@ static const unsigned rwkvx__session_step__field_indices_by_name[] = {
 static const ProtobufCIntRange rwkvx__session_step__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 12 }
+  { 0, 14 }
 };
 const ProtobufCMessageDescriptor rwkvx__session_step__descriptor =
 {
@@ -2296,7 +2322,7 @@ const ProtobufCMessageDescriptor rwkvx__session_step__descriptor =
   "Rwkvx__SessionStep",
   "rwkvx",
   sizeof(Rwkvx__SessionStep),
-  12,
+  14,
   rwkvx__session_step__field_descriptors,
   rwkvx__session_step__field_indices_by_name,
   1,  rwkvx__session_step__number_ranges,

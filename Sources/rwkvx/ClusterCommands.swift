@@ -31,6 +31,7 @@ let coordinatorOptions: [OptionSpec] = [
     OptionSpec("wire-dtype", "TYPE", "activation dtype between stages: fp32 (exact, default), bf16 or fp16"),
     OptionSpec("worker-threads", "N", "threads each worker uses (default: the worker's --threads)"),
     OptionSpec("max-batch", "N", "maximum sessions in one batch (default 32)"),
+    OptionSpec("prefill-chunk", "N", "prompt tokens per prefill step, so long prompts do not stall other sessions (default 256)"),
     OptionSpec("plan-context", "N", "context length in tokens the auto plan balances stages for (default 1024)"),
 ] + SharedOptions.attention
 
@@ -47,6 +48,8 @@ func coordinatorSettings(_ args: Arguments, model: String, workers: [String], li
     o.workerThreads = try args.int("worker-threads", default: 0)
     o.maxBatchSessions = try args.int("max-batch", default: 32)
     o.planContextTokens = try args.int("plan-context", default: 1024)
+    o.prefillChunk = try args.int("prefill-chunk", default: 256)
+    guard o.prefillChunk >= 1 else { throw UsageError(message: "invalid --prefill-chunk \(o.prefillChunk): must be at least 1") }
     guard o.planContextTokens >= 0 else { throw UsageError(message: "invalid --plan-context \(o.planContextTokens): must not be negative") }
     guard o.maxBatchSessions >= 1 else { throw UsageError(message: "invalid --max-batch \(o.maxBatchSessions): must be at least 1") }
     return o

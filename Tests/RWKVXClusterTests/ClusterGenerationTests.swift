@@ -16,7 +16,11 @@ final class ClusterGenerationTests: XCTestCase {
         return path
     }()
 
-    let prompts = ["The capital of France is", "def fibonacci(n):", "日本語のテキスト、そして"]
+    /// The second prompt is longer than the attention window used below, so its
+    /// prefill takes the chunk-local path.
+    let prompts = ["The capital of France is",
+                   "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + fibonacci(n - 2)\n",
+                   "日本語のテキスト、そして"]
 
     func sampling(seed: UInt64, greedy: Bool) -> SamplingOptions {
         var s = SamplingOptions()
@@ -51,7 +55,9 @@ final class ClusterGenerationTests: XCTestCase {
         XCTAssertTrue(expected.allSatisfy { !$0.isEmpty })
 
         for stages in 1...4 {
-            let record = try TestCluster.up(model: Self.modelPath, workers: stages, attention: attention)
+            // Odd stage counts split prompts into 3-token prefill pieces.
+            let extra = stages % 2 == 1 ? ["--prefill-chunk", "3"] : []
+            let record = try TestCluster.up(model: Self.modelPath, workers: stages, attention: attention, extra: extra)
             defer { TestCluster.down(record) }
             let results = ResultBox<String>()
             try concurrently(cases.count) { i in

@@ -54,6 +54,50 @@ final class ModelInvariantTests: XCTestCase {
         XCTAssertEqual(whole, split)
     }
 
+    /// Runs `tokens` as one prefill call split into pieces of the given sizes.
+    func prefillInPieces(_ stage: Stage, _ tokens: [Int], sizes: [Int], state: inout SessionState) throws -> [Float] {
+        var offset = 0
+        var last: [Float] = []
+        for size in sizes {
+            var x = try stage.embed(Array(tokens[offset..<(offset + size)]))
+            var vFirst: [Float] = []
+            var states = [state]
+            stage.forwardBatch(&x, vFirst: &vFirst, tokenCounts: [size], states: &states,
+                               pieces: [PrefillPiece(callTokens: tokens.count, offset: offset)])
+            state = states[0]
+            last = x
+            offset += size
+        }
+        XCTAssertEqual(offset, tokens.count)
+        return stage.logits(last, fullOutput: false)
+    }
+
+    /// A prefill split into pieces gives the single call's result bit for bit, on the
+    /// chunk-local path (beyond the window), inside the window, and after earlier tokens.
+    func testPrefillPiecesEqualOneCall() throws {
+        let checkpoint = try Checkpoint.open(path: rwkvx)
+        let config = try ModelConfig.infer(from: checkpoint)
+        let stage = try Stage(checkpoint: checkpoint, config: config, positions: 0..<config.executionOrder.count,
+                              options: smallWindow())
+        let long = (0..<100).map { ($0 * 53 + 7) % 256 }
+        for (prefix, call, sizes) in [([Int](), long, [1, 30, 1, 17, 51]), ([], Array(long[..<40]), [16, 1, 23]),
+                                      (Array(long[..<20]), Array(long[20..<60]), [10, 10, 10, 10])] {
+            var whole = stage.makeState(), split = stage.makeState()
+            for p in [prefix].filter({ !$0.isEmpty }) {
+                var x = try stage.embed(p), v: [Float] = []
+                stage.forward(&x, vFirst: &v, state: &whole)
+                var x2 = try stage.embed(p), v2: [Float] = []
+                stage.forward(&x2, vFirst: &v2, state: &split)
+            }
+            var x = try stage.embed(call), v: [Float] = []
+            stage.forward(&x, vFirst: &v, state: &whole)
+            let expected = stage.logits(x, fullOutput: false)
+            let pieces = try prefillInPieces(stage, call, sizes: sizes, state: &split)
+            XCTAssertEqual(pieces, expected, "sizes \(sizes) after \(prefix.count) tokens")
+            XCTAssertEqual(split, whole, "state, sizes \(sizes) after \(prefix.count) tokens")
+        }
+    }
+
     func testRestoredStateContinuesIdentically() throws {
         let model = try Model(path: rwkvx, options: smallWindow())
         var state = model.makeState()

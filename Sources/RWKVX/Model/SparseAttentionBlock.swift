@@ -70,7 +70,8 @@ private func withPinnedCaches(_ states: UnsafeMutableBufferPointer<SparseLayerSt
 /// Runs sparse block `w.index` on the batch in ws: x [rows, C] is the residual
 /// stream, updated in place; `states[s]` is session s's state (its ffnXPrev pinned).
 /// Quirk copied: the reference routes a single token (an int, or a one-element list)
-/// to forward_one, so a session with one token takes the decode path even in a prefill.
+/// to forward_one, so a session with one token takes the decode path even in a prefill,
+/// unless its token is a piece of a longer prefill call (ws.pieces).
 func sparseBlock(_ x: UnsafeMutablePointer<Float>, states: UnsafeMutableBufferPointer<SparseLayerState>,
                  weights w: SparseBlockWeights, options: AttentionOptions, ws: Workspace, pool: ThreadPool?) {
     let c = ws.config.nEmbd, rows = ws.rows
@@ -88,13 +89,14 @@ func sparseBlock(_ x: UnsafeMutablePointer<Float>, states: UnsafeMutableBufferPo
     // per session: compress the cache if needed, plan the attended rows, append k and v
     var scoreRows = 1
     for (s, segment) in ws.segments.enumerated() {
-        if segment.count == 1 {
+        if segment.count == 1 && ws.pieces[s] == nil {
             planDecode(session: s, row: segment.lowerBound, state: &states[s], options: options, ws: ws)
             scoreRows = max(scoreRows, stride(from: 0, to: ws.attentionRanges[s].count, by: 2).reduce(0) {
                 $0 + ws.attentionRanges[s][$1 + 1] - ws.attentionRanges[s][$1]
             })
         } else {
-            planPrefill(session: s, rows: segment, state: &states[s], options: options, ws: ws)
+            let piece = ws.pieces[s] ?? PrefillPiece(callTokens: segment.count, offset: 0)
+            planPrefill(session: s, rows: segment, piece: piece, state: &states[s], options: options, ws: ws)
             scoreRows = max(scoreRows, ws.cacheRowsBefore[s] + segment.count)
         }
     }
@@ -193,22 +195,26 @@ private func updateChunkKeySums(_ state: inout SparseLayerState, chunks: Int, ch
     }
 }
 
-/// Prefill of T > 1 tokens (forward_seq): compresses the cache if needed, records
-/// the cache length before the new tokens in ws.cacheRowsBefore[s] and whether the
-/// whole sequence fits the window, then appends the tokens' k and v.
-private func planPrefill(session s: Int, rows: Range<Int>, state: inout SparseLayerState, options: AttentionOptions,
-                         ws: Workspace) {
+/// Prefill (forward_seq) of the rows of one piece of a call of T > 1 tokens:
+/// compresses the cache if needed, records the cache length before the piece and at
+/// the start of the call, and whether the whole call fits the window, then appends
+/// the piece's k and v. A call run as several pieces gives the same result as one
+/// piece, because every decision depends on the call, not on the piece.
+private func planPrefill(session s: Int, rows: Range<Int>, piece: PrefillPiece, state: inout SparseLayerState,
+                         options: AttentionOptions, ws: Workspace) {
     let c = ws.config.nEmbd
 
     // Quirk copied: compression in a prefill uses the ln1 output x of the new tokens
-    // as the queries, not q = receptance(x).
-    if options.maxKVCacheSize > 0 && state.rows(nEmbd: c) > options.maxKVCacheSize {
+    // as the queries, not q = receptance(x). It happens once, at the start of the call,
+    // so callers only split calls that cannot compress (see PrefillPiece).
+    if piece.offset == 0 && options.maxKVCacheSize > 0 && state.rows(nEmbd: c) > options.maxKVCacheSize {
         let queries = Array(UnsafeBufferPointer(start: ws.normed.base + rows.lowerBound * c, count: rows.count * c))
         compressKVCache(&state, queries: queries, options: options, config: ws.config)
     }
     let ct = state.rows(nEmbd: c)
     ws.cacheRowsBefore[s] = ct
-    ws.shortSequence[s] = rows.count + ct <= options.windowSize
+    ws.callStartRows[s] = ct - piece.offset
+    ws.shortSequence[s] = piece.callTokens + ws.callStartRows[s] <= options.windowSize
     state.kCache.append(contentsOf: UnsafeBufferPointer(start: ws.k.base + rows.lowerBound * c, count: rows.count * c))
     state.vCache.append(contentsOf: UnsafeBufferPointer(start: ws.v.base + rows.lowerBound * c, count: rows.count * c))
 }
@@ -227,7 +233,7 @@ private func attendAll(options: AttentionOptions, ws: Workspace, pool: ThreadPoo
                 let s = ws.rowSession[t]
                 let segment = ws.segments[s]
                 let q = ws.r.base + t * c
-                if segment.count == 1 {
+                if segment.count == 1 && ws.pieces[s] == nil {
                     let ranges = ws.attentionRanges[s]
                     rwkvx_attention(q, ws.kCache[s]!, ws.vCache[s]!, RWKVX_DTYPE_F32, c, n, ranges, ranges.count / 2,
                                     scale, scratch, ws.y.base + t * c, head, head + 1)
@@ -235,9 +241,11 @@ private func attendAll(options: AttentionOptions, ws: Workspace, pool: ThreadPoo
                     // Short sequences attend to the whole cache plus the new tokens causally.
                     // Quirk copied: longer ones attend causally inside chunks of the new tokens
                     // only (chunks counted from the first new token), ignoring the cache entirely.
-                    let ct = ws.cacheRowsBefore[s], i = t - segment.lowerBound
-                    pair[0] = ws.shortSequence[s] ? 0 : ct + (i / options.chunkSize) * options.chunkSize
-                    pair[1] = ct + i + 1
+                    // Positions count from the start of the call, whatever piece this is.
+                    let start = ws.callStartRows[s]
+                    let i = ws.cacheRowsBefore[s] - start + (t - segment.lowerBound)
+                    pair[0] = ws.shortSequence[s] ? 0 : start + (i / options.chunkSize) * options.chunkSize
+                    pair[1] = start + i + 1
                     rwkvx_attention(q, ws.kCache[s]!, ws.vCache[s]!, RWKVX_DTYPE_F32, c, n, pair.baseAddress!, 1,
                                     scale, scratch, ws.y.base + t * c, head, head + 1)
                 }

@@ -133,9 +133,17 @@ public final class Stage: @unchecked Sendable {
     /// `states[s]` is session s's state. Each session's result is bit-identical to
     /// running it alone, at any thread count: every kernel and every parallel split
     /// computes an output element independently of the other rows and of the split.
+    ///
+    /// `pieces[s]`, when set, says session s's rows are one piece of a longer prefill
+    /// call, so its sparse blocks decide as for the whole call (see PrefillPiece).
     public func forwardBatch(_ x: inout [Float], vFirst: inout [Float], tokenCounts: [Int],
-                             states: inout [SessionState]) {
+                             states: inout [SessionState], pieces: [PrefillPiece?]? = nil) {
         precondition(tokenCounts.count == states.count && tokenCounts.allSatisfy { $0 > 0 })
+        let pieces = pieces ?? Array(repeating: nil, count: tokenCounts.count)
+        precondition(pieces.count == tokenCounts.count)
+        for (piece, n) in zip(pieces, tokenCounts) {
+            if let piece { precondition(piece.isValid(tokens: n), "invalid prefill piece \(piece) for \(n) tokens") }
+        }
         precondition(tokenCounts.reduce(0, +) * config.nEmbd == x.count, "x does not match the token counts")
         let runsFirstBlock = blocks.contains(.rwkv(0))
         if runsFirstBlock && vFirst.count != x.count {
@@ -146,7 +154,7 @@ public final class Stage: @unchecked Sendable {
 
         let ws = takeWorkspace()
         defer { returnWorkspace(ws) }
-        ws.prepare(tokenCounts: tokenCounts, threads: pool?.threadCount ?? 1)
+        ws.prepare(tokenCounts: tokenCounts, pieces: pieces, threads: pool?.threadCount ?? 1)
 
         x.withUnsafeMutableBufferPointer { xb in
             vFirst.withUnsafeMutableBufferPointer { vb in

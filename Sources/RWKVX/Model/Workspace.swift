@@ -268,6 +268,10 @@ final class Workspace: @unchecked Sendable {
     var attentionRanges: [[Int]] = []
     var cacheRowsBefore: [Int] = []
     var shortSequence: [Bool] = []
+    /// Cache rows when the session's prefill call began (before its first piece).
+    var callStartRows: [Int] = []
+    /// The prefill call each session's rows belong to; nil = the rows are the whole call.
+    var pieces: [PrefillPiece?] = []
 
     /// Reused containers, kept here so that their storage is reused across calls.
     var tasks: [MatmulTask] = []
@@ -279,7 +283,7 @@ final class Workspace: @unchecked Sendable {
     }
 
     /// Sizes every buffer for sessions of `tokenCounts` tokens.
-    func prepare(tokenCounts: [Int], threads: Int) {
+    func prepare(tokenCounts: [Int], pieces: [PrefillPiece?], threads: Int) {
         let c = config.nEmbd
         rows = tokenCounts.reduce(0, +)
         segments.removeAll(keepingCapacity: true)
@@ -310,7 +314,9 @@ final class Workspace: @unchecked Sendable {
             attentionRanges = Array(repeating: [], count: sessions)
             cacheRowsBefore = Array(repeating: 0, count: sessions)
             shortSequence = Array(repeating: false, count: sessions)
+            callStartRows = cacheRowsBefore
         }
+        self.pieces = pieces
         reserveScores(1, threads: threads)
     }
 

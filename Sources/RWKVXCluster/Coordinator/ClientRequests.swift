@@ -92,22 +92,23 @@ extension Coordinator {
                                         "max_tokens": sampling.maxTokens])
     }
 
-    /// Splits a prompt into prefill steps where that is exact; the last step samples.
-    /// Splitting changes nothing for RWKV blocks. For sparse blocks it is exact only
-    /// while every piece gets full attention over the cache, that is while the session's
-    /// tokens plus the prompt fit in chunk_size * top_k and no compression can trigger.
-    /// Longer prompts on RWKV-X models therefore run as one step, as in the reference.
+    /// Splits a prompt into prefill pieces of at most `prefillChunk` tokens, so that a
+    /// long prompt shares batches with other sessions' decode steps instead of stalling
+    /// them; the last piece samples. Pieces carry the call they belong to, which makes
+    /// them exact (PrefillPiece), unless the KV cache could be compressed at the start
+    /// of the call: then the prompt runs as one step, as in the reference.
     func promptSteps(_ tokens: [Int], session: ClusterSession) -> [SessionStepPlan] {
-        let attention = options.attention
-        let total = session.tokensProcessed + tokens.count
-        let exact = config.nSparseLayer == 0
-            || (total <= attention.windowSize && (attention.maxKVCacheSize == 0 || total <= attention.maxKVCacheSize))
-        let chunk = exact ? max(options.prefillChunk, 1) : tokens.count
+        let splittable = config.nSparseLayer == 0
+            || PrefillPiece.canSplit(cachedTokens: session.tokensProcessed, options: options.attention)
+        guard tokens.count > 1, splittable else { return [SessionStepPlan(tokens: tokens, sample: true)] }
+        let chunk = max(options.prefillChunk, 1)
         var steps: [SessionStepPlan] = []
         var start = 0
         while start < tokens.count {
             let end = min(start + chunk, tokens.count)
-            steps.append(SessionStepPlan(tokens: Array(tokens[start..<end]), sample: end == tokens.count))
+            var step = SessionStepPlan(tokens: Array(tokens[start..<end]), sample: end == tokens.count)
+            step.piece = PrefillPiece(callTokens: tokens.count, offset: start)
+            steps.append(step)
             start = end
         }
         return steps

@@ -12,6 +12,8 @@ struct SessionStepPlan {
     var sample = false
     /// The client waiting for this step's logits (logits API), if any.
     var replyTo: [UInt8]?
+    /// Set when the step is one piece of a longer prefill call.
+    var piece: PrefillPiece?
 }
 
 /// The step a session has in the pipeline: where it is and what it carries.

@@ -21,15 +21,13 @@ extension Coordinator {
         }
     }
 
-    /// Sends one batch to stage `s`: decode steps first (they are latency-bound),
-    /// then prefills, within the session and token limits. A prefill larger than the
-    /// token budget goes alone.
+    /// Sends one batch to stage `s`: waiting steps in arrival order, within the session
+    /// and token limits. Steps that do not fit the token budget wait for the next
+    /// batch, and the oldest step always goes, so no session starves.
     func sendBatch(stage s: Int) {
         var chosen: [UInt64] = []
         var tokens = 0
         let queue = waiting[s].filter { sessions[$0]?.current != nil }
-        let decodes = queue.filter { sessions[$0]!.current!.plan.tokens.count == 1 }
-        let prefills = queue.filter { sessions[$0]!.current!.plan.tokens.count > 1 }
         // A stage that takes every waiting session makes all sessions one group that
         // only one stage computes at a time. Capping a batch at ceil(sessions in the
         // pipeline / stages) splits them into about one group per stage, and the
@@ -37,7 +35,7 @@ extension Coordinator {
         let inPipeline = sessions.values.reduce(0) { $0 + ($1.current == nil ? 0 : 1) }
         let groupSize = (inPipeline + plan.count - 1) / plan.count
         let sessionLimit = max(1, min(options.maxBatchSessions, groupSize))
-        for id in decodes + prefills {
+        for id in queue {
             let n = sessions[id]!.current!.plan.tokens.count
             if chosen.count >= sessionLimit { break }
             if !chosen.isEmpty && tokens + n > options.maxBatchTokens { continue }
@@ -59,7 +57,11 @@ extension Coordinator {
             wire.sessionID = id
             wire.sequence = step.sequence
             wire.tokenCount = UInt32(step.plan.tokens.count)
-            wire.kind = step.plan.tokens.count == 1 ? .decode : .prefill
+            wire.kind = step.plan.tokens.count == 1 && step.plan.piece == nil ? .decode : .prefill
+            if let piece = step.plan.piece {
+                wire.prefillCallTokens = UInt32(piece.callTokens)
+                wire.prefillOffset = UInt32(piece.offset)
+            }
             wire.wantFullLogits = step.plan.wantFullLogits
             wire.sample = step.plan.sample
             if s == 0 { wire.tokenIDs = step.plan.tokens.map { UInt32($0) } }

@@ -137,6 +137,9 @@ public struct SessionStep: Sendable, Equatable {
     public var activation: TensorDescriptor? = nil
     public var vFirst: TensorDescriptor? = nil
     public var penaltyTokenIDs: [UInt32] = []
+    /// The prefill call this step is a piece of; 0 = the step is the whole call.
+    public var prefillCallTokens: UInt32 = 0
+    public var prefillOffset: UInt32 = 0
     public init() {}
 }
 

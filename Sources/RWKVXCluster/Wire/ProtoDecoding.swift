@@ -236,6 +236,8 @@ extension SessionStep {
         activation = try TensorDescriptor(c.activation)
         vFirst = try TensorDescriptor(c.v_first)
         penaltyTokenIDs = array(c.penalty_token_ids, c.n_penalty_token_ids)
+        prefillCallTokens = c.prefill_call_tokens
+        prefillOffset = c.prefill_offset
     }
 }
 

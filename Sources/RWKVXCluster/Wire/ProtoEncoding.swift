@@ -219,6 +219,8 @@ extension SessionStep {
         m.pointee.v_first = vFirst?.c(arena)
         m.pointee.n_penalty_token_ids = penaltyTokenIDs.count
         m.pointee.penalty_token_ids = arena.array(penaltyTokenIDs)
+        m.pointee.prefill_call_tokens = prefillCallTokens
+        m.pointee.prefill_offset = prefillOffset
         return m
     }
 }

@@ -9,6 +9,7 @@ extension StageWorker {
     /// Inputs of one session that passed its checks.
     struct StepInput {
         let step: SessionStep
+        let piece: PrefillPiece?
         let x: [Float]          // [T, C]
         let vFirst: [Float]     // [T, C] or empty before RWKV block 0
     }
@@ -59,7 +60,7 @@ extension StageWorker {
             var states = inputs.map { sessions[$0.step.sessionID]!.state }
             for input in inputs { sessions[input.step.sessionID]!.state = SessionState() }
             let counts = inputs.map { Int($0.step.tokenCount) }
-            stage.forwardBatch(&x, vFirst: &vFirst, tokenCounts: counts, states: &states)
+            stage.forwardBatch(&x, vFirst: &vFirst, tokenCounts: counts, states: &states, pieces: inputs.map(\.piece))
 
             // The head runs once for the batch: every session's last row, or all its rows
             // when it asked for full logits.
@@ -125,6 +126,14 @@ extension StageWorker {
             throw WorkerFailure(code: .malformedMessage, message: "a decode step has exactly 1 token, got \(t)", sessionID: id)
         }
 
+        var piece: PrefillPiece?
+        if step.prefillCallTokens > 0 {
+            let p = PrefillPiece(callTokens: Int(step.prefillCallTokens), offset: Int(step.prefillOffset))
+            guard p.isValid(tokens: t) else {
+                throw WorkerFailure(code: .malformedMessage, message: "invalid \(p) for a step of \(t) tokens", sessionID: id)
+            }
+            piece = p
+        }
         if stage.hasHead { try prepareSampler(step) }
 
         if stage.hasEmbedding {
@@ -137,7 +146,7 @@ extension StageWorker {
                                     message: "token id \(bad) is outside the vocabulary (0..<\(stage.config.vocabSize))",
                                     sessionID: id)
             }
-            return StepInput(step: step, x: try stage.embed(step.tokenIDs.map { Int($0) }), vFirst: [])
+            return StepInput(step: step, piece: piece, x: try stage.embed(step.tokenIDs.map { Int($0) }), vFirst: [])
         }
 
         guard let activation = step.activation else {
@@ -149,7 +158,7 @@ extension StageWorker {
         if let descriptor = step.vFirst {
             vFirst = try floats(message.tensor(descriptor), rows: t, c: c, what: "v_first", session: id)
         }
-        return StepInput(step: step, x: x, vFirst: vFirst)
+        return StepInput(step: step, piece: piece, x: x, vFirst: vFirst)
     }
 
     func floats(_ tensor: WireTensor, rows: Int, c: Int, what: String, session: UInt64) throws -> [Float] {

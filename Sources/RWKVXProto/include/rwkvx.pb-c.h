@@ -547,10 +547,17 @@ struct  Rwkvx__SessionStep
    */
   size_t n_penalty_token_ids;
   uint32_t *penalty_token_ids;
+  /*
+   * A prefill call run as several steps: the call's total tokens and how many of
+   * them earlier steps ran. 0 and 0 = this step is the whole call. The sparse
+   * blocks decide everything from the call, so the pieces give the call's result.
+   */
+  uint32_t prefill_call_tokens;
+  uint32_t prefill_offset;
 };
 #define RWKVX__SESSION_STEP__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rwkvx__session_step__descriptor) \
-    , 0, 0, RWKVX__STEP_KIND__STEP_KIND_UNSPECIFIED, 0,NULL, 0, 0, 0, NULL, NULL, NULL, NULL, 0,NULL }
+    , 0, 0, RWKVX__STEP_KIND__STEP_KIND_UNSPECIFIED, 0,NULL, 0, 0, 0, NULL, NULL, NULL, NULL, 0,NULL, 0, 0 }
 
 
 /*
