@@ -73,6 +73,32 @@ final class ClusterGenerationTests: XCTestCase {
         }
     }
 
+    /// A client that disconnects mid-generation frees its session on every stage.
+    func testClientDisconnectCancelsGeneration() throws {
+        let record = try TestCluster.up(model: Self.modelPath, workers: 2)
+        defer { TestCluster.down(record) }
+        let context = try ZmqContext()
+        var socketOptions = ZmqSocketOptions.standard
+        socketOptions.routerMandatory = false
+        let socket = try ZmqSocket(context: context, type: .dealer, options: socketOptions)
+        try socket.connect(record.coordinator)
+        var request = ClientRequest(op: "generate")
+        request.prompt = "A long story:"
+        var options = SamplingOptions()
+        options.maxTokens = 100_000
+        options.temperature = 0
+        options.stopTokens = []
+        request.sampling = options
+        try socket.send([Array(try JSONEncoder().encode(request))])
+        XCTAssertNotNil(try socket.receive(timeoutMillis: 30_000), "no text before the disconnect")
+        socket.close()
+
+        let client = try ClusterClient(endpoint: record.coordinator, timeoutSeconds: 10)
+        let deadline = Date().addingTimeInterval(20)
+        while try client.status().sessions > 0 && Date() < deadline { usleep(200_000) }
+        XCTAssertEqual(try client.status().sessions, 0, "the abandoned generation should stop")
+    }
+
     /// Each worker maps and touches only its own layers: one serving a quarter of the
     /// blocks stays well under the footprint of one process serving them all.
     func testWorkerMemoryFollowsItsShareOfLayers() throws {

@@ -46,13 +46,17 @@ extension Coordinator {
         }
     }
 
-    func replyClient(_ client: [UInt8], _ reply: ClientReply, payload: [UInt8]? = nil) {
+    /// Sends a reply; returns false when the client is gone (its connection closed).
+    @discardableResult
+    func replyClient(_ client: [UInt8], _ reply: ClientReply, payload: [UInt8]? = nil) -> Bool {
         var frames = [ClientCoding.encode(reply)]
         if let payload { frames.append(payload) }
         do {
             try clientSocket.send(to: client, frames)
+            return true
         } catch {
-            log.warning("client reply failed", ["error": error])
+            log.warning("client reply failed", ["op": reply.op, "error": error])
+            return false
         }
     }
 
@@ -124,7 +128,13 @@ extension Coordinator {
         let bytes = tokenizer.tokenBytes(token) ?? []
         let check = run.stopChecker.check(token: token, bytes: bytes)
         let piece = run.text.append(check.output)
-        if !piece.isEmpty { sendText(run.client, piece) }
+        if !piece.isEmpty && !sendText(run.client, piece) {
+            // The client disconnected: stop generating for it and free the session.
+            log.info("generation cancelled: client gone", ["session": session.id])
+            session.generation = nil
+            closeSession(session.id)
+            return
+        }
         if let stop = check.stop {
             run.report.stop = "\(stop)"
         } else {
@@ -148,10 +158,11 @@ extension Coordinator {
         closeSession(session.id)
     }
 
-    func sendText(_ client: [UInt8], _ text: String) {
+    @discardableResult
+    func sendText(_ client: [UInt8], _ text: String) -> Bool {
         var reply = ClientReply(op: "text")
         reply.text = text
-        replyClient(client, reply)
+        return replyClient(client, reply)
     }
 
     // MARK: - Logits API
