@@ -285,6 +285,17 @@ public final class Coordinator {
                     failSession(id, "stage \(s) (worker \(links[link].endpoint)) stopped responding; the session is lost")
                 }
                 inFlight[s] = nil
+                continue
+            }
+            // A live worker that lost a batch (its reply could not be sent) would leave
+            // the stage waiting forever; fail that batch's sessions instead.
+            if let batch = inFlight[s], now.timeIntervalSince(batch.sent) > 3 * limit {
+                inFlight[s] = nil
+                log.error("batch not returned", ["stage": s, "batch": batch.batchID, "sessions": batch.sessions.count,
+                                                 "seconds": Int(now.timeIntervalSince(batch.sent))])
+                for id in batch.sessions {
+                    failSession(id, "stage \(s) did not return batch \(batch.batchID) in \(Int(3 * limit)) s; the session is lost")
+                }
             }
         }
     }
