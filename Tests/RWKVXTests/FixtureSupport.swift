@@ -17,6 +17,11 @@ enum Fixtures {
         "rwkvx-tiny/short", "rwkvx-tiny/decode-past-window", "rwkvx-tiny/long-prefill",
         "rwkvx-tiny/cache-compression", "rwkvx-tiny/full-attention", "rwkvx-tiny/second-prefill",
         "rwkvx-tiny/compression-in-prefill", "rwkvx-tiny/decode-from-empty",
+        // Made with the same reference harness on other shapes: a 5 + 2 layer bf16 model
+        // (a trailing RWKV block that never runs) with top_k 1, a zero compression
+        // window and compression in decode and prefill; a 3 + 1 layer fp16 model with
+        // n_embd 192, full attention mode and a prefill of 2 tokens.
+        "variants/a1", "variants/a2", "variants/a3", "variants/b1", "variants/b2",
     ]
 
     /// Expected tensors of a scenario as fp32 arrays.
