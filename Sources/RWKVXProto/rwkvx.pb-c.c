@@ -1543,7 +1543,7 @@ const ProtobufCMessageDescriptor rwkvx__block_ref__descriptor =
   (ProtobufCMessageInit) rwkvx__block_ref__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor rwkvx__stage_assignment__field_descriptors[12] =
+static const ProtobufCFieldDescriptor rwkvx__stage_assignment__field_descriptors[13] =
 {
   {
     "stage_index",
@@ -1689,6 +1689,18 @@ static const ProtobufCFieldDescriptor rwkvx__stage_assignment__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "stage_fingerprint",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Rwkvx__StageAssignment, stage_fingerprint),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rwkvx__stage_assignment__field_indices_by_name[] = {
   7,   /* field[7] = attention */
@@ -1699,6 +1711,7 @@ static const unsigned rwkvx__stage_assignment__field_indices_by_name[] = {
   2,   /* field[2] = model_path */
   10,   /* field[10] = next_stage_endpoint */
   1,   /* field[1] = stage_count */
+  12,   /* field[12] = stage_fingerprint */
   0,   /* field[0] = stage_index */
   11,   /* field[11] = state_delta_interval */
   9,   /* field[9] = threads */
@@ -1707,7 +1720,7 @@ static const unsigned rwkvx__stage_assignment__field_indices_by_name[] = {
 static const ProtobufCIntRange rwkvx__stage_assignment__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 12 }
+  { 0, 13 }
 };
 const ProtobufCMessageDescriptor rwkvx__stage_assignment__descriptor =
 {
@@ -1717,7 +1730,7 @@ const ProtobufCMessageDescriptor rwkvx__stage_assignment__descriptor =
   "Rwkvx__StageAssignment",
   "rwkvx",
   sizeof(Rwkvx__StageAssignment),
-  12,
+  13,
   rwkvx__stage_assignment__field_descriptors,
   rwkvx__stage_assignment__field_indices_by_name,
   1,  rwkvx__stage_assignment__number_ranges,

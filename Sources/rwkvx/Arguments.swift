@@ -82,7 +82,8 @@ struct Arguments: Sendable {
 
     func float(_ name: String, default value: Float) throws -> Float {
         guard let s = values[name] else { return value }
-        guard let v = Float(s), v.isFinite else { throw UsageError(message: "invalid --\(name) \(s): expected a number") }
+        guard let v = Float(s) else { throw UsageError(message: "invalid --\(name) \(s): expected a number") }
+        guard v.isFinite else { throw UsageError(message: "invalid --\(name) \(s): expected a finite number (32-bit float)") }
         return v
     }
 

@@ -32,6 +32,8 @@ let coordinatorOptions: [OptionSpec] = [
     OptionSpec("worker-threads", "N", "threads each worker uses (default: the worker's --threads)"),
     OptionSpec("max-batch", "N", "maximum sessions in one batch (default 32)"),
     OptionSpec("prefill-chunk", "N", "prompt tokens per prefill step, so long prompts do not stall other sessions (default 256)"),
+    OptionSpec("max-sessions", "N", "most sessions open at once (default 1024)"),
+    OptionSpec("session-idle-timeout", "SECONDS", "close sessions idle this long (default 600)"),
     OptionSpec("plan-context", "N", "context length in tokens the auto plan balances stages for (default 1024)"),
 ] + SharedOptions.attention
 
@@ -49,6 +51,10 @@ func coordinatorSettings(_ args: Arguments, model: String, workers: [String], li
     o.maxBatchSessions = try args.int("max-batch", default: 32)
     o.planContextTokens = try args.int("plan-context", default: 1024)
     o.prefillChunk = try args.int("prefill-chunk", default: 256)
+    o.maxSessions = try args.int("max-sessions", default: 1024)
+    guard o.maxSessions >= 1 else { throw UsageError(message: "invalid --max-sessions \(o.maxSessions): must be at least 1") }
+    o.sessionIdleSeconds = Double(try args.int("session-idle-timeout", default: 600))
+    guard o.sessionIdleSeconds >= 1 else { throw UsageError(message: "invalid --session-idle-timeout \(Int(o.sessionIdleSeconds)): must be at least 1 second") }
     guard o.prefillChunk >= 1 else { throw UsageError(message: "invalid --prefill-chunk \(o.prefillChunk): must be at least 1") }
     guard o.planContextTokens >= 0 else { throw UsageError(message: "invalid --plan-context \(o.planContextTokens): must not be negative") }
     guard o.maxBatchSessions >= 1 else { throw UsageError(message: "invalid --max-batch \(o.maxBatchSessions): must be at least 1") }
@@ -119,7 +125,11 @@ let clusterCommand = Command(
             Output.out("coordinator: \(record.coordinator)  (logs in \(record.runDirectory))\n")
         case "status":
             let record = try LocalClusterRecord.load(from: runDir)
-            Output.out(describe(try ClusterClient(endpoint: record.coordinator, timeoutSeconds: 10).status()))
+            let status = try ClusterClient(endpoint: record.coordinator, timeoutSeconds: 10).status()
+            Output.out(describe(status))
+            if let dead = status.stages.first(where: { !$0.alive }) {
+                throw UsageError(message: "stage \(dead.index) (worker \(dead.worker)) is down; restart the cluster")
+            }
         case "down":
             try LocalCluster.down(runDirectory: runDir) { Output.err($0 + "\n") }
         default:

@@ -15,14 +15,24 @@ let logitsCommand = Command(
     run: { args in
         var scenario = try Scenario(contentsOf: try args.required("scenario"))
         let out = try args.required("out")
+        try checkWritable(out)
+        scenario.attention = try SharedOptions.attentionOptions(args, base: scenario.attention)
+        var withModel = args
+        if args.string("model") == nil { withModel.setValue(scenario.checkpoint, for: "model") }
+
         if let endpoint = args.string("coordinator") {
-            scenario.attention = try SharedOptions.attentionOptions(args, base: scenario.attention)
-            let checkpoint = try Checkpoint.open(path: args.string("model") ?? scenario.checkpoint)
+            try Endpoint.validate(endpoint, what: "--coordinator")
+            let path = try withModel.required("model")
+            let checkpoint = try Checkpoint.open(path: path)
             let config = try ModelConfig.infer(from: checkpoint)
             let client = try ClusterClient(endpoint: endpoint)
-            let served = try client.status().attention
-            guard served == scenario.attention else {
-                throw UsageError(message: "the cluster runs attention settings \(served), the scenario needs \(scenario.attention); start the cluster with the scenario's settings")
+            try client.checkReachable()
+            let status = try client.status()
+            guard status.modelFingerprint == (try checkpoint.contentFingerprint(of: checkpoint.tensorNames)) else {
+                throw UsageError(message: "the cluster serves \(status.model), whose weights differ from \(path); start the cluster with the scenario's checkpoint")
+            }
+            guard status.attention == scenario.attention else {
+                throw UsageError(message: "the cluster runs attention settings (\(describe(status.attention))) but the scenario needs (\(describe(scenario.attention))); start the cluster with the scenario's settings")
             }
             let engine = try ClusterEngine(client: client, config: config)
             let tensors = try scenario.run(on: engine)
@@ -31,19 +41,30 @@ let logitsCommand = Command(
             Output.err("wrote \(out) (\(tensors.count) tensors) through \(endpoint)\n")
             return
         }
-        if args.string("model") == nil {
-            var withModel = args
-            withModel.setValue(scenario.checkpoint, for: "model")
-            scenario.attention = try SharedOptions.attentionOptions(args, base: scenario.attention)
-            let model = try SharedOptions.loadModel(withModel, attention: scenario.attention)
-            try writeScenario(scenario, model: model, to: out)
-        } else {
-            scenario.attention = try SharedOptions.attentionOptions(args, base: scenario.attention)
-            let model = try SharedOptions.loadModel(args, attention: scenario.attention)
-            try writeScenario(scenario, model: model, to: out)
-        }
+        let model = try SharedOptions.loadModel(withModel, attention: scenario.attention)
+        try writeScenario(scenario, model: model, to: out)
     }
 )
+
+/// Attention settings in the options' command-line names.
+func describe(_ a: AttentionOptions) -> String {
+    "--attn-chunk-size \(a.chunkSize) --attn-top-k \(a.topK) --max-kv-cache \(a.maxKVCacheSize) --kv-window \(a.kvCacheWindowSize) --min-kv-cache \(a.minKVCacheSize) --attn-mode \(a.mode.rawValue)"
+}
+
+/// Fails early when an output file cannot be written, before any work is done.
+func checkWritable(_ path: String) throws {
+    var isDirectory: ObjCBool = false
+    if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+        throw UsageError(message: "--out \(path) is a directory; give a file path such as \(path)/out.safetensors")
+    }
+    let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
+    guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue else {
+        throw UsageError(message: "the folder of --out \(path) does not exist; create \(folder) first")
+    }
+    guard FileManager.default.isWritableFile(atPath: folder) else {
+        throw UsageError(message: "cannot write to \(folder) (permission denied); choose another --out")
+    }
+}
 
 func writeScenario(_ scenario: Scenario, model: Model, to path: String) throws {
     let tensors = try scenario.run(on: LocalEngine(model: model))

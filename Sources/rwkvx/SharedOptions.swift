@@ -21,7 +21,7 @@ enum SharedOptions {
     static let sampling: [OptionSpec] = [
         OptionSpec("max-tokens", "N", "tokens to generate (default 256)"),
         OptionSpec("temperature", "T", "0 = greedy (default 1.0)"),
-        OptionSpec("top-p", "P", "nucleus probability mass in (0, 1] (default 1.0)"),
+        OptionSpec("top-p", "P", "nucleus probability mass in [0, 1]; 0 keeps only the most likely token (default 1.0)"),
         OptionSpec("top-k", "K", "keep the K most likely tokens, 0 = off (default 0)"),
         OptionSpec("presence-penalty", "X", "subtracted once from every generated token's logit (default 0)"),
         OptionSpec("frequency-penalty", "X", "subtracted per decayed occurrence (default 0)"),
@@ -80,7 +80,16 @@ enum SharedOptions {
             guard let v = UInt64(seed) else { throw UsageError(message: "invalid --seed \(seed): expected a non-negative integer") }
             s.seed = v
         }
-        try s.validate()
+        do {
+            try s.validate()
+        } catch {
+            // Name the command-line option rather than the Swift property.
+            let names = ["maxTokens": "--max-tokens", "temperature": "--temperature", "topP": "--top-p",
+                         "topK": "--top-k", "presencePenalty": "--presence-penalty",
+                         "frequencyPenalty": "--frequency-penalty", "penaltyDecay": "--penalty-decay",
+                         "bannedTokens": "--ban", "stopTokens": "--stop-tokens", "stopStrings": "--stop", "seed": "--seed"]
+            throw UsageError(message: "invalid \(names[error.option] ?? error.option) \(error.value): expected \(error.allowed)")
+        }
         return s
     }
 

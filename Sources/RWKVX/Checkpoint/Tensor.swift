@@ -2,6 +2,7 @@
 // owns nothing. Reading a view touches only its own pages of the file, which is
 // what lets a pipeline stage load just its layer range.
 import CKernels
+import Foundation
 
 /// Storage types that checkpoints hold; rawValue is the safetensors dtype name.
 public enum TensorDType: String, Sendable, CaseIterable {
@@ -118,7 +119,7 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
         case .fileNotFound(let path):
             return "checkpoint not found: \(path); pass the path of a .pth or .safetensors file"
         case .ioFailed(let path, let function, let errno):
-            return "\(function) failed on \(path): errno \(errno)"
+            return "\(function) failed on \(path): \(String(cString: strerror(errno))) (errno \(errno))"
         case .unknownFormat(let path):
             return "\(path) is neither a PyTorch zip checkpoint (.pth) nor a safetensors file"
         case .truncated(let path, let detail):

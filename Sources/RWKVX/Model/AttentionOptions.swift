@@ -38,15 +38,17 @@ public struct AttentionOptions: Sendable, Codable, Equatable {
 
     public func validate() throws {
         func fail(_ message: String) -> ConfigurationError { ConfigurationError(message: message) }
-        if chunkSize < 1 { throw fail("invalid chunk size \(chunkSize): must be at least 1") }
-        if topK < 1 { throw fail("invalid top-k \(topK): must be at least 1") }
-        if maxKVCacheSize < 0 { throw fail("invalid max KV cache size \(maxKVCacheSize): must be 0 (no compression) or positive") }
+        if chunkSize < 1 { throw fail("invalid chunk size \(chunkSize) (--attn-chunk-size, moba_chunk_size): must be at least 1") }
+        if topK < 1 { throw fail("invalid top-k \(topK) (--attn-top-k, moba_topk): must be at least 1") }
+        if maxKVCacheSize < 0 {
+            throw fail("invalid max KV cache size \(maxKVCacheSize) (--max-kv-cache, max_kv_cache_size): must be 0 (no compression) or positive")
+        }
         if maxKVCacheSize > 0 {
             if kvCacheWindowSize < 0 {
-                throw fail("invalid KV cache window \(kvCacheWindowSize): must not be negative")
+                throw fail("invalid KV cache window \(kvCacheWindowSize) (--kv-window, kv_cache_window_size): must not be negative")
             }
             if minKVCacheSize <= kvCacheWindowSize {
-                throw fail("invalid min KV cache size \(minKVCacheSize): must be larger than the KV cache window (\(kvCacheWindowSize))")
+                throw fail("invalid min KV cache size \(minKVCacheSize) (--min-kv-cache, min_kv_cache_size): must be larger than the KV cache window (\(kvCacheWindowSize))")
             }
         }
     }

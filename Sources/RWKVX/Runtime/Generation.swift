@@ -53,8 +53,14 @@ public enum GenerationError: Error, CustomStringConvertible {
 /// piece of text that is safe to show (stop strings are never shown in part).
 public func generateText<S: TokenStepper>(session: inout S, tokenizer: WorldTokenizer, prompt: String,
                                           options: SamplingOptions, emit: (String) -> Void) throws -> GenerationStats {
+    try generateText(session: &session, tokenizer: tokenizer, promptTokens: tokenizer.encode(prompt), options: options,
+                     emit: emit)
+}
+
+/// Generates after a prompt given as token ids (for prompts that are not valid UTF-8).
+public func generateText<S: TokenStepper>(session: inout S, tokenizer: WorldTokenizer, promptTokens: [Int],
+                                          options: SamplingOptions, emit: (String) -> Void) throws -> GenerationStats {
     var stats = GenerationStats()
-    let promptTokens = tokenizer.encode(prompt)
     guard !promptTokens.isEmpty else { throw GenerationError.emptyPrompt }
     stats.promptTokens = promptTokens.count
 

@@ -66,6 +66,9 @@ public struct Scenario: Sendable {
 
         guard let rawSteps = json["steps"] as? [[String: Any]] else { throw fail("missing \"steps\" list") }
         steps = try rawSteps.enumerated().map { i, step in
+            if step["prefill"] != nil && step["decode"] != nil {
+                throw fail("step \(i) has both \"prefill\" and \"decode\"; give one per step")
+            }
             if let ids = step["prefill"] {
                 guard let tokens = ids as? [Int], !tokens.isEmpty else { throw fail("step \(i): prefill needs a non-empty id list") }
                 return .prefill(tokens: tokens, fullOutput: step["full_output"] as? Bool ?? false)

@@ -5,7 +5,7 @@
 // replies and ends with "done" or "error".
 //
 // Requests (field "op"):
-//   generate {prompt, sampling}      -> text* then done {stats}
+//   generate {prompt or prompt_tokens, sampling} -> text* then done {stats}
 //   open                             -> opened {session}
 //   forward {session, tokens, full_output} -> logits {shape} + f32 frame
 //   state {session}                  -> state + session state bytes frame
@@ -19,6 +19,8 @@ import RWKVX
 public struct ClientRequest: Codable, Sendable {
     public var op: String
     public var prompt: String?
+    /// The prompt as token ids; used instead of `prompt` when set.
+    public var promptTokens: [Int]?
     public var sampling: SamplingOptions?
     public var session: UInt64?
     public var tokens: [Int]?
@@ -28,7 +30,7 @@ public struct ClientRequest: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case op, prompt, sampling, session, tokens
-        case fullOutput = "full_output"
+        case fullOutput = "full_output", promptTokens = "prompt_tokens"
     }
 }
 
@@ -76,9 +78,12 @@ public struct ClusterStatus: Codable, Sendable {
     public var bytesPerTokenPerHop: Double
     /// Sparse-attention settings every stage runs with.
     public var attention: RWKVX.AttentionOptions
+    /// Content fingerprint of every tensor of the served checkpoint.
+    public var modelFingerprint: String
 
     enum CodingKeys: String, CodingKey {
         case model, stages, sessions, attention
+        case modelFingerprint = "model_fingerprint"
         case generatedTokens = "generated_tokens", uptimeSeconds = "uptime_seconds"
         case bytesPerTokenPerHop = "bytes_per_token_per_hop"
     }

@@ -6,6 +6,7 @@ import RWKVX
 
 public struct ClusterClientError: Error, CustomStringConvertible {
     public let message: String
+    public init(message: String) { self.message = message }
     public var description: String { message }
 }
 
@@ -28,6 +29,19 @@ public final class ClusterClient {
 
     deinit {
         socket.close()
+    }
+
+    /// Checks within `seconds` that a coordinator answers, so that a wrong endpoint
+    /// fails fast instead of after the long reply timeout.
+    public func checkReachable(seconds: Double = 5) throws {
+        let saved = timeoutSeconds
+        timeoutSeconds = seconds
+        defer { timeoutSeconds = saved }
+        do {
+            _ = try status()
+        } catch let error as ClusterClientError where error.message.hasPrefix("no reply") {
+            throw ClusterClientError(message: "no coordinator answers at \(endpoint) within \(Int(seconds)) s; start one (rwkvx cluster up) or check the endpoint")
+        }
     }
 
     public func close() { socket.close() }
@@ -68,6 +82,18 @@ public final class ClusterClient {
         var request = ClientRequest(op: "generate")
         request.prompt = prompt
         request.sampling = sampling
+        return try generate(request, emit: emit)
+    }
+
+    /// Generates after a prompt given as token ids.
+    public func generate(promptTokens: [Int], sampling: SamplingOptions, emit: (String) -> Void) throws -> GenerationReport {
+        var request = ClientRequest(op: "generate")
+        request.promptTokens = promptTokens
+        request.sampling = sampling
+        return try generate(request, emit: emit)
+    }
+
+    func generate(_ request: ClientRequest, emit: (String) -> Void) throws -> GenerationReport {
         try send(request)
         while true {
             let (reply, _) = try receive()

@@ -11,7 +11,7 @@ extension Coordinator {
         do {
             request = try ClientCoding.decode(ClientRequest.self, frames[1])
         } catch {
-            replyClient(client, .error("invalid request: \(error); send a JSON object with an \"op\" field"))
+            replyClient(client, .error("invalid request (\(jsonProblem(error))); send a JSON object with an \"op\" field"))
             return
         }
         if let s = deadStage, request.op != "status", request.op != "shutdown" {
@@ -21,8 +21,12 @@ extension Coordinator {
         switch request.op {
         case "generate": startGeneration(client, request)
         case "open":
+            guard let session = openSession() else {
+                replyClient(client, .error(tooManySessions))
+                return
+            }
             var reply = ClientReply(op: "opened")
-            reply.session = openSession().id
+            reply.session = session.id
             replyClient(client, reply)
         case "forward": queueForward(client, request)
         case "state": requestState(client, request)
@@ -46,6 +50,10 @@ extension Coordinator {
         }
     }
 
+    var tooManySessions: String {
+        "too many open sessions (\(sessions.count)); close some or raise --max-sessions"
+    }
+
     /// Sends a reply; returns false when the client is gone (its connection closed).
     @discardableResult
     func replyClient(_ client: [UInt8], _ reply: ClientReply, payload: [UInt8]? = nil) -> Bool {
@@ -63,8 +71,17 @@ extension Coordinator {
     // MARK: - Generation
 
     func startGeneration(_ client: [UInt8], _ request: ClientRequest) {
-        guard let prompt = request.prompt else {
-            replyClient(client, .error("generate needs a \"prompt\""))
+        let tokens: [Int]
+        if let ids = request.promptTokens {
+            tokens = ids
+        } else if let prompt = request.prompt {
+            tokens = tokenizer.encode(prompt)
+        } else {
+            replyClient(client, .error("generate needs a \"prompt\" or \"prompt_tokens\""))
+            return
+        }
+        if let bad = tokens.first(where: { $0 < 0 || $0 >= config.vocabSize }) {
+            replyClient(client, .error("the prompt has token id \(bad), outside this model's vocabulary (0..<\(config.vocabSize)); the World tokenizer needs a model with a 65536-token vocabulary"))
             return
         }
         var sampling = request.sampling ?? SamplingOptions()
@@ -77,7 +94,6 @@ extension Coordinator {
             replyClient(client, .error("\(error)"))
             return
         }
-        let tokens = tokenizer.encode(prompt)
         guard !tokens.isEmpty else {
             replyClient(client, .error("the prompt is empty"))
             return
@@ -88,7 +104,10 @@ extension Coordinator {
             replyClient(client, done)
             return
         }
-        let session = openSession()
+        guard let session = openSession() else {
+            replyClient(client, .error(tooManySessions))
+            return
+        }
         session.generation = GenerationRun(client: client, sampling: sampling, stopChecker: StopChecker(options: sampling))
         session.generation!.report.promptTokens = tokens.count
         session.pending = promptSteps(tokens, session: session)
@@ -181,6 +200,7 @@ extension Coordinator {
             return
         }
         // One call is one step, as in the reference: no splitting, so a one-token call decodes.
+        session.lastActivity = Date()
         session.pending.append(SessionStepPlan(tokens: tokens, wantFullLogits: request.fullOutput ?? false,
                                                sample: false, replyTo: client))
     }
@@ -240,6 +260,6 @@ extension Coordinator {
         return ClusterStatus(model: options.modelPath, stages: stages, sessions: sessions.count,
                              generatedTokens: generatedTokens, uptimeSeconds: Date().timeIntervalSince(started),
                              bytesPerTokenPerHop: hopTokens == 0 ? 0 : Double(hopBytes) / Double(hopTokens) / Double(max(plan.count - 1, 1)),
-                             attention: options.attention)
+                             attention: options.attention, modelFingerprint: modelFingerprint)
     }
 }

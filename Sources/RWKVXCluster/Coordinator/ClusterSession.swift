@@ -49,6 +49,8 @@ final class ClusterSession {
     var generation: GenerationRun?
     /// Set when a stage dropped the step and its Error is on the way.
     var awaitingError = false
+    /// Last request or result of the session, for closing sessions clients abandoned.
+    var lastActivity = Date()
 
     init(id: UInt64) {
         self.id = id

@@ -34,6 +34,10 @@ public struct CoordinatorOptions: Sendable {
     /// Context length in tokens the automatic plan balances stages for: sparse blocks
     /// cost more the longer the context they attend to.
     public var planContextTokens = 1024
+    /// Most sessions open at once; more are refused until some close.
+    public var maxSessions = 1024
+    /// Seconds after which a session with no request and no work in progress is closed.
+    public var sessionIdleSeconds = 600.0
     /// Seconds to wait for every worker to register and load its stage.
     public var startupTimeoutSeconds = 120.0
 
@@ -74,6 +78,7 @@ public final class Coordinator {
 
     let checkpoint: Checkpoint
     public let config: ModelConfig
+    let modelFingerprint: String
     let tokenizer: WorldTokenizer
     public private(set) var plan: [PlannedStage] = []
     /// links index of each stage's worker.
@@ -90,7 +95,10 @@ public final class Coordinator {
     var nextMessageID: UInt64 = 1
     var running = true
     let started = Date()
+    /// Names this serving run; workers serve one cluster at a time.
+    let clusterID: String
     var lastHeartbeat = Date.distantPast
+    var lastIdleScan = Date()
     var generatedTokens: UInt64 = 0
     var hopBytes: UInt64 = 0
     var hopTokens: UInt64 = 0
@@ -100,15 +108,24 @@ public final class Coordinator {
     public init(options: CoordinatorOptions) throws {
         self.options = options
         guard !options.workers.isEmpty else { throw CoordinatorError(message: "no workers given; pass --workers tcp://host:port,...") }
+        for worker in options.workers { try Endpoint.validate(worker, what: "worker") }
+        guard Set(options.workers).count == options.workers.count else {
+            throw CoordinatorError(message: "--workers lists a worker twice; each worker serves one stage")
+        }
+        try Endpoint.validate(options.listen, what: "--listen")
         checkpoint = try Checkpoint.open(path: options.modelPath)
         config = try ModelConfig.infer(from: checkpoint)
         tokenizer = try WorldTokenizer.bundled()
+        modelFingerprint = try checkpoint.contentFingerprint(of: checkpoint.tensorNames)
         try options.attention.validate()
         context = try ZmqContext()
         clientSocket = try ZmqSocket(context: context, type: .router)
         endpoint = try clientSocket.bind(options.listen)
+        // A routing id unique to this coordinator, so that a second coordinator that
+        // connects to the same worker cannot receive this one's replies.
+        clusterID = "rwkvx-\(ProcessInfo.processInfo.processIdentifier)-\(UInt32.random(in: 0...UInt32.max))"
         var socketOptions = ZmqSocketOptions.standard
-        socketOptions.routingID = Array("coordinator".utf8)
+        socketOptions.routingID = Array("coordinator-\(clusterID)".utf8)
         for worker in options.workers {
             let socket = try ZmqSocket(context: context, type: .dealer, options: socketOptions)
             try socket.connect(worker)
@@ -129,9 +146,11 @@ public final class Coordinator {
 
         // registration
         var hello = CoordinatorHello()
-        hello.clusterID = "rwkvx-\(ProcessInfo.processInfo.processIdentifier)"
+        hello.clusterID = clusterID
         hello.buildID = "rwkvx"
         for i in links.indices { try send(i, .coordinatorHello(hello)) }
+        log.info("waiting for workers to register", ["workers": links.count,
+                                                     "timeout_seconds": Int(options.startupTimeoutSeconds)])
         for i in links.indices {
             let reply = try awaitReply(link: i, deadline: deadline, what: "registration")
             guard case .workerHello(let h) = reply.body else {
@@ -166,6 +185,7 @@ public final class Coordinator {
             a.modelPath = options.modelPath
             a.checkpointFingerprint = checkpoint.fingerprint
             a.blocks = order[stage.positions].map(\.wire)
+            a.stageFingerprint = try StageTensors.fingerprint(checkpoint: checkpoint, config: config, positions: stage.positions)
             a.hasEmbedding = stage.first == 0
             a.hasHead = stage.positions.upperBound == order.count
             a.attention = options.attention.wire
@@ -194,7 +214,12 @@ public final class Coordinator {
                 throw CoordinatorError(message: "worker \(links[i].endpoint) did not reply to \(what) in \(Int(options.startupTimeoutSeconds)) s; is `rwkvx worker --listen \(links[i].endpoint)` running?")
             }
             guard let frames = try links[i].socket.receive(timeoutMillis: min(Int(remaining * 1000) + 1, 1000)) else { continue }
-            let message = try WireMessage.decode(frames)
+            let message: WireMessage
+            do {
+                message = try WireMessage.decode(frames)
+            } catch {
+                throw CoordinatorError(message: "worker \(links[i].endpoint) sent an invalid message during \(what): \(error); is it an rwkvx worker of the same version?")
+            }
             if case .sessionAck = message.body { continue }
             return message
         }
@@ -265,6 +290,14 @@ public final class Coordinator {
 
     func checkLiveness() {
         let now = Date()
+        if now.timeIntervalSince(lastIdleScan) >= 5 {
+            lastIdleScan = now
+            for session in Array(sessions.values) where session.current == nil && session.pending.isEmpty
+                && session.generation == nil && now.timeIntervalSince(session.lastActivity) > options.sessionIdleSeconds {
+                log.info("closing idle session", ["session": session.id, "idle_seconds": Int(now.timeIntervalSince(session.lastActivity))])
+                closeSession(session.id)
+            }
+        }
         if now.timeIntervalSince(lastHeartbeat) >= 1 {
             lastHeartbeat = now
             let micros = UInt64(now.timeIntervalSince1970 * 1_000_000)

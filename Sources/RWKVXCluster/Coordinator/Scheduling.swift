@@ -121,6 +121,7 @@ extension Coordinator {
                 continue
             }
             session.current = nil
+            session.lastActivity = Date()
             session.tokensProcessed += step.plan.tokens.count
             finishStep(session, step, output, message)
         }
@@ -184,7 +185,12 @@ extension Coordinator {
         }
     }
 
-    func openSession() -> ClusterSession {
+    /// Opens a session on every stage, or returns nil when `maxSessions` are open.
+    func openSession() -> ClusterSession? {
+        guard sessions.count < options.maxSessions else {
+            log.warning("session refused: limit reached", ["sessions": sessions.count])
+            return nil
+        }
         let session = ClusterSession(id: nextSessionID)
         nextSessionID += 1
         sessions[session.id] = session

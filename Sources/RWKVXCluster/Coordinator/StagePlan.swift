@@ -141,7 +141,7 @@ public enum StagePlanner {
         do {
             file = try JSONDecoder().decode(File.self, from: data)
         } catch {
-            throw PlanError(message: "plan file \(path) is invalid: \(error); expected {\"stages\": [{\"worker\": ..., \"first\": 0, \"count\": N}]}")
+            throw PlanError(message: "plan file \(path) is invalid (\(jsonProblem(error))); expected {\"stages\": [{\"worker\": \"tcp://HOST:PORT\", \"first\": 0, \"count\": N}, ...]}")
         }
         try validate(file.stages, config: config, endpoints: endpoints, source: path)
         return file.stages
@@ -150,7 +150,11 @@ public enum StagePlanner {
     public static func validate(_ stages: [PlannedStage], config: ModelConfig, endpoints: [String], source: String) throws {
         let n = config.executionOrder.count
         var next = 0
+        var used: Set<String> = []
         for stage in stages {
+            guard used.insert(stage.worker).inserted else {
+                throw PlanError(message: "\(source): worker \(stage.worker) appears in two stages; each worker serves one stage")
+            }
             guard stage.first == next, stage.count > 0 else {
                 throw PlanError(message: "\(source): stage on \(stage.worker) starts at \(stage.first) with \(stage.count) blocks; stages must be non-empty and start where the previous one ended (\(next))")
             }

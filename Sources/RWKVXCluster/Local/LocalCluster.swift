@@ -59,6 +59,16 @@ public enum LocalCluster {
         }
         let workerEndpoints = (0..<spec.workers).map { endpoint("worker-\($0)", spec.basePort + 1 + $0) }
         let coordinatorEndpoint = endpoint("coordinator", spec.basePort)
+        if spec.transport == "tcp" {
+            guard spec.basePort >= 1, spec.basePort + spec.workers <= 65535 else {
+                throw ClusterClientError(message: "invalid --base-port \(spec.basePort): ports \(spec.basePort)-\(spec.basePort + spec.workers) must lie in 1-65535")
+            }
+            // Another cluster on these ports would answer our status checks and later
+            // receive our `cluster down`, so refuse to start on ports in use.
+            for port in spec.basePort...(spec.basePort + spec.workers) where !isPortFree(port) {
+                throw ClusterClientError(message: "port \(port) on 127.0.0.1 is in use; pick another --base-port or stop what uses it")
+            }
+        }
 
         var pids: [Int32] = []
         do {
@@ -88,7 +98,10 @@ public enum LocalCluster {
                     throw ClusterClientError(message: "\(name) exited during start-up:\n" + tail("\(dir)/\(name).log"))
                 }
                 if let client = try? ClusterClient(endpoint: coordinatorEndpoint, timeoutSeconds: 1),
-                   (try? client.status()) != nil {
+                   let status = try? client.status() {
+                    guard status.model == spec.model, pids.allSatisfy(isRunning) else {
+                        throw ClusterClientError(message: "another cluster answers on \(coordinatorEndpoint) (serving \(status.model)); pick another --base-port")
+                    }
                     return record
                 }
                 if Date() > deadline {
@@ -144,6 +157,25 @@ public enum LocalCluster {
             throw ClusterClientError(message: "cannot start \(executable): posix_spawn failed with errno \(rc)")
         }
         return pid
+    }
+
+    /// True when nothing listens on 127.0.0.1:`port` (a test bind succeeds).
+    static func isPortFree(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return true }
+        defer { close(fd) }
+        // As libzmq does: connections of an earlier run in TIME_WAIT do not block the
+        // port, but a listening socket does.
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        return result == 0
     }
 
     public static func isRunning(_ pid: Int32) -> Bool {

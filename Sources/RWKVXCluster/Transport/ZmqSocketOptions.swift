@@ -56,7 +56,7 @@ public struct ZmqSocketOptions: Sendable {
     public var routerMandatory: Bool = true
 
     /// ZMQ_ROUTER_HANDOVER (ROUTER): a peer that reconnects with the same
-    /// routing id (the coordinator's fixed "coordinator") replaces the old
+    /// routing id (the coordinator's "coordinator-" + cluster id) replaces the old
     /// connection instead of being refused.
     public var routerHandover: Bool = true
 

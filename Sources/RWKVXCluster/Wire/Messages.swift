@@ -72,6 +72,7 @@ public struct StageAssignment: Sendable, Equatable {
     public var threads: UInt32 = 0
     public var nextStageEndpoint = ""
     public var stateDeltaInterval: UInt32 = 0
+    public var stageFingerprint = ""
     public init() {}
 }
 

@@ -157,6 +157,7 @@ extension StageAssignment {
         threads = c.threads
         nextStageEndpoint = string(c.next_stage_endpoint)
         stateDeltaInterval = c.state_delta_interval
+        stageFingerprint = string(c.stage_fingerprint)
     }
 }
 

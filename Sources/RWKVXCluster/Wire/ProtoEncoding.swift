@@ -127,6 +127,7 @@ extension StageAssignment {
         m.pointee.threads = threads
         m.pointee.next_stage_endpoint = arena.string(nextStageEndpoint)
         m.pointee.state_delta_interval = stateDeltaInterval
+        m.pointee.stage_fingerprint = arena.string(stageFingerprint)
         return m
     }
 }

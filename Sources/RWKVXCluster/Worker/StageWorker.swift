@@ -49,7 +49,11 @@ public final class StageWorker {
     /// The endpoint actually bound (port resolved when the listen address used port 0).
     public let endpoint: String
 
-    var registered: Set<[UInt8]> = []
+    /// The coordinator this worker serves: its routing id, cluster id and when it was
+    /// last heard. A worker serves one coordinator at a time.
+    var owner: (peer: [UInt8], clusterID: String, lastHeard: Date)?
+    /// Seconds of silence after which another coordinator may take the worker over.
+    let ownerSilenceSeconds = 10.0
     var assignment: StageAssignment?
     var stage: Stage?
     var checkpoint: Checkpoint?
@@ -131,9 +135,10 @@ public final class StageWorker {
             running = false
             return
         }
-        guard registered.contains(peer) else {
+        guard let current = owner, current.peer == peer else {
             throw WorkerFailure(code: .notRegistered, message: "send CoordinatorHello before any other message")
         }
+        owner = (current.peer, current.clusterID, Date())
         switch message.body {
         case .stageAssignment(let a):
             let ack = try assign(a)
@@ -188,7 +193,17 @@ public final class StageWorker {
             throw WorkerFailure(code: .versionMismatch,
                                 message: "coordinator speaks protocol \(hello.protocolVersion), this worker \(WireMessage.protocolVersion)")
         }
-        registered.insert(peer)
+        if let current = owner, current.peer != peer,
+           Date().timeIntervalSince(current.lastHeard) < ownerSilenceSeconds {
+            throw WorkerFailure(code: .assignmentFailed,
+                                message: "worker \(options.workerID) already serves cluster \(current.clusterID), whose coordinator is alive; stop that cluster or use another worker")
+        }
+        if let current = owner, current.peer != peer {
+            log.warning("coordinator taken over after silence", ["worker": options.workerID, "old_cluster": current.clusterID,
+                                                                 "new_cluster": hello.clusterID])
+            sessions = [:]
+        }
+        owner = (peer, hello.clusterID, Date())
         var reply = WorkerHello()
         reply.workerID = options.workerID
         reply.cores = UInt32(options.threads)
@@ -223,6 +238,13 @@ public final class StageWorker {
             throw fail(.assignmentFailed, "assigned blocks \(blocks) are not a contiguous range of the execution order")
         }
         let positions = start0..<(start0 + blocks.count)
+        if !a.stageFingerprint.isEmpty {
+            let mine = try StageTensors.fingerprint(checkpoint: checkpoint, config: config, positions: positions)
+            guard mine == a.stageFingerprint else {
+                throw fail(.fingerprintMismatch,
+                           "the weights of stage \(a.stageIndex) in \(a.modelPath) differ from the coordinator's checkpoint (content fingerprint \(mine.prefix(16))... vs \(a.stageFingerprint.prefix(16))...); give every worker a copy of the same file")
+            }
+        }
         guard (positions.lowerBound == 0) == a.hasEmbedding, (positions.upperBound == order.count) == a.hasHead else {
             throw fail(.assignmentFailed, "embedding/head flags do not match the block range \(positions)")
         }

@@ -374,10 +374,15 @@ struct  Rwkvx__StageAssignment
    * Send a StateDelta after every n-th ForwardRequest per session; 0 = never.
    */
   uint32_t state_delta_interval;
+  /*
+   * SHA-256 over the names, shapes and sampled bytes of the stage's tensors (the
+   * engine's content fingerprint); empty = not checked. Else FINGERPRINT_MISMATCH.
+   */
+  char *stage_fingerprint;
 };
 #define RWKVX__STAGE_ASSIGNMENT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rwkvx__stage_assignment__descriptor) \
-    , 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0, NULL, RWKVX__DTYPE__DTYPE_UNSPECIFIED, 0, (char *)protobuf_c_empty_string, 0 }
+    , 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0, NULL, RWKVX__DTYPE__DTYPE_UNSPECIFIED, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
 
 
 /*
