@@ -359,9 +359,10 @@ static void avx2_exp(const float *x, float *y, size_t n) {
 // only on the ranges, so a (query, head) result does not depend on the batch or
 // on the head split.
 
-// Rows of one score block, and how many rows ahead of a block its loads prefetch.
+// Rows of one score block, and how many rows ahead the passes prefetch into L2
+// (measured at the AVX-512 level; see avx512.c).
 #define ATTENTION_ROWS 8
-#define ATTENTION_PREFETCH_ROWS 32
+#define ATTENTION_PREFETCH_ROWS 16
 
 // Lane j of the result is the sum of the lanes of a[j], by one tree for every row:
 // ((0 + 4) + (1 + 5)) + ((2 + 6) + (3 + 7)).
@@ -400,7 +401,7 @@ static inline __attribute__((always_inline)) void attention_score_block(rwkvx_dt
         const size_t width = head_size - c;
         const __m256 qv = load8_upto(RWKVX_DTYPE_F32, q, c, width);
         for (int j = 0; j < ATTENTION_ROWS; j++) {
-            if ((c * esize) % 64 == 0) _mm_prefetch(rows[j] + ahead + c * esize, _MM_HINT_T0);
+            if ((c * esize) % 64 == 0) _mm_prefetch(rows[j] + ahead + c * esize, _MM_HINT_T1);
             acc[j] = _mm256_fmadd_ps(load8_upto(dt, rows[j], c, width), qv, acc[j]);
         }
     }
@@ -439,8 +440,8 @@ static inline __attribute__((always_inline)) void attention_value_group(rwkvx_dt
                 if (widths[u] == 0) continue;
                 const size_t d = d0 + (size_t)u * LANES;
                 if ((d * esize) % 64 == 0) {
-                    _mm_prefetch(r0 + ahead + d * esize, _MM_HINT_T0);
-                    _mm_prefetch(r1 + ahead + d * esize, _MM_HINT_T0);
+                    _mm_prefetch(r0 + ahead + d * esize, _MM_HINT_T1);
+                    _mm_prefetch(r1 + ahead + d * esize, _MM_HINT_T1);
                 }
                 even[u] = _mm256_fmadd_ps(p0, load8_upto(dt, r0, d, widths[u]), even[u]);
                 odd[u] = _mm256_fmadd_ps(p1, load8_upto(dt, r1, d, widths[u]), odd[u]);

@@ -370,9 +370,13 @@ static void avx512_exp(const float *x, float *y, size_t n) {
 // only on the ranges, so a (query, head) result does not depend on the batch or
 // on the head split.
 
-// Rows of one score block, and how many rows ahead of a block its loads prefetch.
+// Rows of one score block, and how many rows ahead the passes prefetch into L2.
+// Cache rows are ld elements apart, so the hardware prefetchers see one short
+// run per row. On one Zen 4 vCPU, over four 64000-row caches (beyond L3), 16
+// rows into L2 read 1.3-1.5x faster than 32 rows into L1 and 1.5-2.5x faster
+// than no prefetch.
 #define ATTENTION_ROWS 16
-#define ATTENTION_PREFETCH_ROWS 32
+#define ATTENTION_PREFETCH_ROWS 16
 
 // Lane j of the result is the sum of the lanes of a[j]. Every row uses one tree:
 // lanes m, m+4, m+8, m+12 first ((m + m+8) + (m+4 + m+12)), then (0 + 2) + (1 + 3).
@@ -414,7 +418,7 @@ static inline __attribute__((always_inline)) void attention_score_block(rwkvx_dt
         const __mmask16 mask = chunk_mask(head_size, c);
         const __m512 qv = _mm512_maskz_loadu_ps(mask, q + c);
         for (int j = 0; j < ATTENTION_ROWS; j++) {
-            if ((c * esize) % 64 == 0) _mm_prefetch(rows[j] + ahead + c * esize, _MM_HINT_T0);
+            if ((c * esize) % 64 == 0) _mm_prefetch(rows[j] + ahead + c * esize, _MM_HINT_T1);
             acc[j] = _mm512_fmadd_ps(load16_masked(dt, rows[j], c, mask), qv, acc[j]);
         }
     }
@@ -455,7 +459,7 @@ static inline __attribute__((always_inline)) void attention_value_pass(rwkvx_dty
         for (size_t row = ranges[2 * g_range]; row < ranges[2 * g_range + 1]; row++, i++) {
             const char *vr = v_cache + row * row_bytes;
             for (size_t byte = first_byte & ~(size_t)63; byte < last_byte; byte += 64) {
-                _mm_prefetch(vr + ahead + byte, _MM_HINT_T0);
+                _mm_prefetch(vr + ahead + byte, _MM_HINT_T1);
             }
             for (int g = 0; g < ATTENTION_VALUE_HEADS; g++) {
                 if ((size_t)g >= heads) break;
