@@ -351,8 +351,8 @@ static void avx2_exp(const float *x, float *y, size_t n) {
 // ---------------------------------------------------------------------------
 // Attention of one query over selected cache rows.
 //
-// Scores are computed 8 rows at a time: one accumulator per row (FMAs over the
-// head's columns in order), then one transposing reduction turns the 8
+// Scores are computed 8 rows at a time, with one accumulator per row (FMAs over
+// the head's columns in order). One transposing reduction then turns the 8
 // accumulators into a vector of 8 scores, so there is no horizontal sum per row.
 // Every row takes the same arithmetic whatever block it falls in (rows missing
 // from a short block repeat a valid row and are dropped), and the blocks depend

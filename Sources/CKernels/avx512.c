@@ -362,8 +362,8 @@ static void avx512_exp(const float *x, float *y, size_t n) {
 // ---------------------------------------------------------------------------
 // Attention of one query over selected cache rows.
 //
-// Scores are computed 16 rows at a time: one accumulator per row (FMAs over the
-// head's columns in order), then one transposing reduction turns the 16
+// Scores are computed 16 rows at a time, with one accumulator per row (FMAs over
+// the head's columns in order). One transposing reduction then turns the 16
 // accumulators into a vector of 16 scores, so there is no horizontal sum per row.
 // Every row takes the same arithmetic whatever block it falls in (rows missing
 // from a short block repeat a valid row and are dropped), and the blocks depend
@@ -390,7 +390,7 @@ static inline __attribute__((always_inline)) __m512 sum16x16(const __m512 a[16])
         c[i] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
                              _mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
     }
-    // c[i] holds rows 4i..4i+3, one per 128-bit lane, 4 partial sums each.
+    // c[i] contains rows 4i..4i+3, one per 128-bit lane, 4 partial sums each.
     for (int i = 0; i < 2; i++) {
         e[i] = _mm512_add_ps(_mm512_unpacklo_ps(c[2 * i], c[2 * i + 1]), _mm512_unpackhi_ps(c[2 * i], c[2 * i + 1]));
     }
@@ -479,10 +479,10 @@ static inline __attribute__((always_inline)) void attention_value_pass(rwkvx_dty
     }
 }
 
-// Heads [h_begin, h_end) are done together, so that each pass reads a contiguous
-// slice of every cache row instead of one head's 64 columns per pass: rows are
+// Heads [h_begin, h_end) are done together, so that each pass reads one
+// contiguous slice of every cache row instead of one head's 64 columns. Rows are
 // far apart (ld elements), and one slice per row and pass keeps the TLB misses
-// and DRAM page openings per row down. scratch holds one row of scores per head.
+// and DRAM page openings per row down. scratch gets one row of scores per head.
 static inline __attribute__((always_inline)) void attention_typed(rwkvx_dtype dt, const float *q, const void *k_cache,
                                                                   const void *v_cache, size_t ld, size_t head_size,
                                                                   const size_t *ranges, size_t n_ranges, float scale,

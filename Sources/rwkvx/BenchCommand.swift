@@ -331,8 +331,8 @@ private func measureThroughput(model: Model, settings: BenchSettings, machine: M
 
 /// Decode latency and resident memory with every sparse layer's KV cache filled as
 /// after `context` tokens, for each cache dtype, first with cache compression off
-/// (the cache holds every row) and then with the default compression limits (the
-/// cache holds what a token-by-token decode would leave after compressions). The
+/// (the cache keeps every row) and then with the default compression limits (the
+/// cache keeps what a token-by-token decode would leave after compressions). The
 /// caches are filled with synthetic rows (deterministic pseudo-random values), not
 /// by a prefill, which would take minutes at 64000 tokens.
 private func measureContexts(model: Model, contexts: [Int], cacheDTypes: [KVCacheDType],
@@ -372,9 +372,9 @@ private func measureContexts(model: Model, contexts: [Int], cacheDTypes: [KVCach
     return results
 }
 
-/// Rows a sparse layer's cache holds after `tokens` decoded tokens from an empty
-/// cache: each decode step compresses a cache of more than maxKVCacheSize rows to
-/// minKVCacheSize rows, then appends its own row.
+/// Returns the rows a sparse layer's cache contains after `tokens` decoded tokens
+/// from an empty cache. Each decode step compresses a cache of more than
+/// maxKVCacheSize rows to minKVCacheSize rows, then appends its own row.
 private func cacheRowsAfterDecode(_ tokens: Int, options: AttentionOptions) -> Int {
     var rows = 0
     for _ in 0..<tokens {

@@ -16,7 +16,7 @@ enum SharedOptions {
         OptionSpec("kv-window", "N", "newest rows kept by compression (default 2000)"),
         OptionSpec("min-kv-cache", "N", "rows left after compression (default 16000)"),
         OptionSpec("attn-mode", "MODE", "sparse or full decode attention (default sparse)"),
-        OptionSpec("kv-cache-dtype", "TYPE", "KV cache rows as fp32 (as the reference) or fp16 (half the memory) (default fp32)"),
+        OptionSpec("kv-cache-dtype", "TYPE", "KV cache element type: fp32 matches the reference, fp16 halves the cache memory (default fp32)"),
     ]
 
     static let sampling: [OptionSpec] = [
@@ -66,7 +66,7 @@ enum SharedOptions {
         return o
     }
 
-    /// The --kv-cache-dtype value, or nil when it is not given.
+    /// Parses --kv-cache-dtype; nil when it is not given.
     static func kvCacheDType(_ args: Arguments) throws -> KVCacheDType? {
         guard let name = args.string("kv-cache-dtype") else { return nil }
         guard let dtype = KVCacheDType(rawValue: name) else {

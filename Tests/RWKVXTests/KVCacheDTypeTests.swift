@@ -8,7 +8,7 @@ import RWKVX
 final class KVCacheDTypeTests: XCTestCase {
     let rwkvx = Fixtures.path("rwkvx-tiny/rwkvx-tiny.safetensors")
 
-    func testHalfConversionRoundTripsEveryHalf() {
+    func testHalfRoundTripsEveryValue() {
         let halves = (0...UInt16.max).filter { ($0 & 0x7c00) != 0x7c00 || ($0 & 0x3ff) == 0 }  // no NaN
         var floats = [Float](repeating: 0, count: halves.count)
         var back = [UInt16](repeating: 0, count: halves.count)
@@ -17,7 +17,7 @@ final class KVCacheDTypeTests: XCTestCase {
         XCTAssertEqual(back, halves)
     }
 
-    func testHalfConversionRoundsToNearestEven() {
+    func testHalfRoundsToNearestEven() {
         // 1 + 2^-11 is halfway between 1 and the next half: ties go to the even 1.
         // 1 + 3 * 2^-11 is halfway between 1 + 2^-10 (odd) and 1 + 2^-9: goes up.
         let cases: [(Float, UInt16)] = [
@@ -42,11 +42,11 @@ final class KVCacheDTypeTests: XCTestCase {
 
     /// Every reference scenario with an fp16 cache against the same scenario with
     /// the fp32 cache: logits within 2e-3 and the same argmax in every row. The
-    /// cache-compression scenario is looser (argmax in 98% of rows, logits within 1):
-    /// compression keeps the rows with the top votes, and half-rounded keys move
-    /// near-tied votes, so some heads keep other rows than with fp32 and the outputs
+    /// cache-compression scenario is looser (argmax in 98% of rows, logits within 1).
+    /// Compression keeps the rows with the top votes, and half-rounded keys move
+    /// near-tied votes. So some heads keep other rows than with fp32, and the outputs
     /// after that step differ by more than rounding.
-    func testFP16CacheStaysCloseToFP32OnReferenceScenarios() throws {
+    func testFP16CacheCloseToFP32() throws {
         var worst: Float = 0
         for name in Fixtures.packageScenarios where name.hasPrefix("rwkvx") {
             let scenario = try Scenario(contentsOf: Fixtures.path(name + ".scenario.json"))
@@ -83,7 +83,7 @@ final class KVCacheDTypeTests: XCTestCase {
     }
 
     /// Thread count and batching leave an fp16-cache session bit-identical, as with fp32.
-    func testFP16CacheIsThreadAndBatchInvariant() throws {
+    func testFP16CacheThreadBatchInvariant() throws {
         var options = AttentionOptions(chunkSize: 16, topK: 2, maxKVCacheSize: 48, kvCacheWindowSize: 8,
                                        minKVCacheSize: 40, mode: .sparse)
         options.kvCacheDType = .fp16

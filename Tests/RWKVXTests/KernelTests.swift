@@ -170,7 +170,7 @@ final class KernelTests: XCTestCase {
             let nHead = 3
             let nEmbd = nHead * headSize
             let ld = nEmbd + 3
-            // q scaled up so that the softmax is far from uniform and exp sees a wide range.
+            // q is scaled up so that the softmax is far from uniform and exp gets a wide range.
             let q = randomFloats(nEmbd, seed: 71).map { $0 * 4 }
             let kFloats = randomFloats(cacheRows * ld, seed: 72)
             let vFloats = randomFloats(cacheRows * ld, seed: 73)

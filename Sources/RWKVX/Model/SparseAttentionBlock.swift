@@ -75,7 +75,9 @@ func sparseBlock(_ x: UnsafeMutablePointer<Float>, states: UnsafeMutableBufferPo
         }
     }
     let threads = pool?.threadCount ?? 1
-    ws.attentionGroupHeads = (ws.config.nHead + threads - 1) / threads
+    // One group of heads per thread reads each long cache row once per thread; over
+    // few rows single heads balance better when a pool thread starts late.
+    ws.attentionGroupHeads = scoreRows >= 1024 ? (ws.config.nHead + threads - 1) / threads : 1
     ws.reserveScores(scoreRows * ws.attentionGroupHeads, threads: threads)
 
     // attention of every (row, head), then x += output(y)
@@ -203,7 +205,7 @@ private func planPrefill(session s: Int, rows: Range<Int>, piece: PrefillPiece, 
 
 /// Softmax attention of every (row, head) of the batch over its session's cache,
 /// split over the pool by (row, group of heads); y [rows, C] gets the result. A
-/// kernel call over a group of heads reads each cache row once per pass; a head's
+/// kernel call over a group of heads reads each cache row once per pass. A head's
 /// result does not depend on its group, so the split does not change the output.
 private func attendAll(options: AttentionOptions, ws: Workspace, pool: ThreadPool?) {
     let c = ws.config.nEmbd, n = ws.config.headSize, heads = ws.config.nHead
