@@ -75,8 +75,8 @@ func sparseBlock(_ x: UnsafeMutablePointer<Float>, states: UnsafeMutableBufferPo
         }
     }
     let threads = pool?.threadCount ?? 1
-    // One group of heads per thread reads each long cache row once per thread; over
-    // few rows single heads balance better when a pool thread starts late.
+    // One group of heads per thread reads each long cache row once per thread. Over
+    // few rows, single heads balance better when a pool thread starts late.
     ws.attentionGroupHeads = scoreRows >= 1024 ? (ws.config.nHead + threads - 1) / threads : 1
     ws.reserveScores(scoreRows * ws.attentionGroupHeads, threads: threads)
 
