@@ -121,6 +121,7 @@ private func runBench(_ args: Arguments) throws {
     if let bad = contexts.first(where: { $0 < 1 }) {
         throw UsageError(message: "invalid --context length \(bad): must be at least 1")
     }
+    let cacheDTypes = try SharedOptions.kvCacheDType(args).map { [$0] } ?? KVCacheDType.allCases
 
     // The model: a given checkpoint, or a generated one in a temporary directory.
     var temporaryDirectory: URL?
@@ -145,7 +146,6 @@ private func runBench(_ args: Arguments) throws {
     }
 
     let format = try SharedOptions.weightFormat(args)
-    let cacheDTypes = try SharedOptions.kvCacheDType(args).map { [$0] } ?? KVCacheDType.allCases
     let pool = ThreadPool(threadCount: settings.threads)
     let model = try Model(path: path, options: AttentionOptions(), format: format, pool: pool)
     let config = model.config
