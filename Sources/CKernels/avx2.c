@@ -309,51 +309,210 @@ static void avx2_wkv7_step(size_t head_size, float *state,
 }
 
 // ---------------------------------------------------------------------------
+// exp over 8 lanes: x = n ln2 + r with n = round(x log2 e) and |r| <= ln2 / 2
+// (ln2 split in two constants), exp(r) from the degree-7 minimax polynomial of the
+// Cephes expf, then two multiplications by 2^(n/2) and 2^(n - n/2), each a normal
+// float, so subnormal results round correctly, x below about -103.97 gives 0 and
+// above 88.72 gives +inf. Relative error against expf is below 3e-7 (KernelTests).
+static inline __attribute__((always_inline)) __m256 exp8(__m256 x) {
+    // NaN stays NaN: max and min return their second operand when it is NaN.
+    x = _mm256_max_ps(_mm256_set1_ps(-104.0f), x);
+    x = _mm256_min_ps(_mm256_set1_ps(89.0f), x);
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    // n is in [-150, 128]; both halves are in [-75, 64].
+    const __m256i whole = _mm256_cvtps_epi32(n);
+    const __m256i half = _mm256_srai_epi32(whole, 1);
+    const __m256i rest = _mm256_sub_epi32(whole, half);
+    const __m256 scale_a = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, _mm256_set1_epi32(127)), 23));
+    const __m256 scale_b = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(rest, _mm256_set1_epi32(127)), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(p, scale_a), scale_b);
+}
+
+static void avx2_exp(const float *x, float *y, size_t n) {
+    size_t i = 0;
+    for (; i + LANES <= n; i += LANES) _mm256_storeu_ps(y + i, exp8(_mm256_loadu_ps(x + i)));
+    if (i < n) {
+        _Alignas(32) float lanes[LANES];
+        _mm256_store_ps(lanes, exp8(load8_partial(RWKVX_DTYPE_F32, x, i, n - i)));
+        memcpy(y + i, lanes, (n - i) * sizeof(float));
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Attention of one query over selected cache rows.
+//
+// Scores are computed 8 rows at a time, with one accumulator per row (FMAs over
+// the head's columns in order). One transposing reduction then turns the 8
+// accumulators into a vector of 8 scores, so there is no horizontal sum per row.
+// Every row takes the same arithmetic whatever block it falls in (rows missing
+// from a short block repeat a valid row and are dropped), and the blocks depend
+// only on the ranges, so a (query, head) result does not depend on the batch or
+// on the head split.
+
+// Rows of one score block, and how many rows ahead the passes prefetch into L2
+// (measured at the AVX-512 level; see avx512.c).
+#define ATTENTION_ROWS 8
+#define ATTENTION_PREFETCH_ROWS 16
+
+// Lane j of the result is the sum of the lanes of a[j], by one tree for every row:
+// ((0 + 4) + (1 + 5)) + ((2 + 6) + (3 + 7)).
+static inline __attribute__((always_inline)) __m256 sum8x8(const __m256 a[8]) {
+    __m256 b[4];
+    for (int i = 0; i < 4; i++) {
+        b[i] = _mm256_add_ps(_mm256_permute2f128_ps(a[2 * i], a[2 * i + 1], 0x20),
+                             _mm256_permute2f128_ps(a[2 * i], a[2 * i + 1], 0x31));
+    }
+    const __m256 c0 = _mm256_hadd_ps(b[0], b[1]);  // [r0 r0 r2 r2 | r1 r1 r3 r3]
+    const __m256 c1 = _mm256_hadd_ps(b[2], b[3]);  // [r4 r4 r6 r6 | r5 r5 r7 r7]
+    const __m256 d = _mm256_hadd_ps(c0, c1);       // [r0 r2 r4 r6 | r1 r3 r5 r7]
+    return _mm256_permutevar8x32_ps(d, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// Loads 8 elements of base[i...] as fp32, or only the first `count` (< 8) of them.
+static inline __attribute__((always_inline)) __m256 load8_upto(rwkvx_dtype dt, const void *base, size_t i,
+                                                               size_t count) {
+    return count >= LANES ? load8(dt, base, i) : load8_partial(dt, base, i, count);
+}
+
+// Scores of rows [row, row + count) (count <= 8) of one head: out[j] = scale * q . k[row + j];
+// max_v takes the lane-wise max of the scores (lanes past count get -inf).
+static inline __attribute__((always_inline)) void attention_score_block(rwkvx_dtype dt, const char *k_head,
+                                                                        size_t row_bytes, size_t head_size,
+                                                                        const float *q, size_t row, size_t count,
+                                                                        float scale, float *out, __m256 *max_v) {
+    const size_t esize = element_size(dt);
+    const char *rows[ATTENTION_ROWS];
+    for (size_t j = 0; j < ATTENTION_ROWS; j++) rows[j] = k_head + (row + (j < count ? j : 0)) * row_bytes;
+    const size_t ahead = ATTENTION_PREFETCH_ROWS * row_bytes;
+
+    __m256 acc[ATTENTION_ROWS];
+    for (int j = 0; j < ATTENTION_ROWS; j++) acc[j] = _mm256_setzero_ps();
+    for (size_t c = 0; c < head_size; c += LANES) {
+        const size_t width = head_size - c;
+        const __m256 qv = load8_upto(RWKVX_DTYPE_F32, q, c, width);
+        for (int j = 0; j < ATTENTION_ROWS; j++) {
+            if ((c * esize) % 64 == 0) _mm_prefetch(rows[j] + ahead + c * esize, _MM_HINT_T1);
+            acc[j] = _mm256_fmadd_ps(load8_upto(dt, rows[j], c, width), qv, acc[j]);
+        }
+    }
+    _Alignas(32) float scores[ATTENTION_ROWS];
+    const __m256 s = _mm256_mul_ps(sum8x8(acc), _mm256_set1_ps(scale));
+    _mm256_store_ps(scores, s);
+    memcpy(out, scores, count * sizeof(float));
+    for (size_t j = count; j < ATTENTION_ROWS; j++) scores[j] = -INFINITY;
+    *max_v = _mm256_max_ps(*max_v, _mm256_load_ps(scores));
+}
+
+// y[d0 + d] = sum over the rows of p[i] * v[row][d0 + d] for 32 columns from d0
+// (fewer past head_size); two sets of accumulators take alternate rows of a range.
+static inline __attribute__((always_inline)) void attention_value_group(rwkvx_dtype dt, const char *v_head,
+                                                                        size_t row_bytes, size_t head_size, size_t d0,
+                                                                        const size_t *ranges, size_t n_ranges,
+                                                                        const float *p, float *y) {
+    const size_t esize = element_size(dt);
+    const size_t ahead = ATTENTION_PREFETCH_ROWS * row_bytes;
+    size_t widths[4];
+    __m256 even[4], odd[4];
+    for (int u = 0; u < 4; u++) {
+        const size_t d = d0 + (size_t)u * LANES;
+        widths[u] = d < head_size ? head_size - d : 0;
+        even[u] = _mm256_setzero_ps();
+        odd[u] = _mm256_setzero_ps();
+    }
+    size_t i = 0;
+    for (size_t g = 0; g < n_ranges; g++) {
+        size_t row = ranges[2 * g];
+        const size_t end = ranges[2 * g + 1];
+        for (; row + 2 <= end; row += 2, i += 2) {
+            const char *r0 = v_head + row * row_bytes, *r1 = r0 + row_bytes;
+            const __m256 p0 = _mm256_set1_ps(p[i]), p1 = _mm256_set1_ps(p[i + 1]);
+            for (int u = 0; u < 4; u++) {
+                if (widths[u] == 0) continue;
+                const size_t d = d0 + (size_t)u * LANES;
+                if ((d * esize) % 64 == 0) {
+                    _mm_prefetch(r0 + ahead + d * esize, _MM_HINT_T1);
+                    _mm_prefetch(r1 + ahead + d * esize, _MM_HINT_T1);
+                }
+                even[u] = _mm256_fmadd_ps(p0, load8_upto(dt, r0, d, widths[u]), even[u]);
+                odd[u] = _mm256_fmadd_ps(p1, load8_upto(dt, r1, d, widths[u]), odd[u]);
+            }
+        }
+        if (row < end) {
+            const char *r0 = v_head + row * row_bytes;
+            const __m256 p0 = _mm256_set1_ps(p[i]);
+            for (int u = 0; u < 4; u++) {
+                if (widths[u] == 0) continue;
+                even[u] = _mm256_fmadd_ps(p0, load8_upto(dt, r0, d0 + (size_t)u * LANES, widths[u]), even[u]);
+            }
+            i++;
+        }
+    }
+    for (int u = 0; u < 4; u++) {
+        if (widths[u] == 0) continue;
+        _Alignas(32) float lanes[LANES];
+        _mm256_store_ps(lanes, _mm256_add_ps(even[u], odd[u]));
+        memcpy(y + d0 + (size_t)u * LANES, lanes, (widths[u] < LANES ? widths[u] : LANES) * sizeof(float));
+    }
+}
 
 static inline __attribute__((always_inline)) void attention_typed(rwkvx_dtype dt, const float *q, const void *k_cache,
                                                                   const void *v_cache, size_t ld, size_t head_size,
                                                                   const size_t *ranges, size_t n_ranges, float scale,
                                                                   float *scratch, float *y, size_t h_begin, size_t h_end) {
     const size_t esize = element_size(dt);
+    const size_t row_bytes = ld * esize;
     for (size_t h = h_begin; h < h_end; h++) {
         const size_t col = h * head_size;
 
         // Scores of every selected row, and their max for a stable softmax.
+        const char *k_head = (const char *)k_cache + col * esize;
         size_t n = 0;
-        float max_score = -INFINITY;
+        __m256 max_v = _mm256_set1_ps(-INFINITY);
         for (size_t g = 0; g < n_ranges; g++) {
-            for (size_t row = ranges[2 * g]; row < ranges[2 * g + 1]; row++) {
-                const float s = dot_one_row(dt, (const char *)k_cache + col * esize, ld, head_size, q + col, row) * scale;
-                scratch[n++] = s;
-                if (s > max_score) max_score = s;
+            for (size_t row = ranges[2 * g]; row < ranges[2 * g + 1]; row += ATTENTION_ROWS) {
+                const size_t left = ranges[2 * g + 1] - row;
+                const size_t count = left < ATTENTION_ROWS ? left : ATTENTION_ROWS;
+                attention_score_block(dt, k_head, row_bytes, head_size, q + col, row, count, scale, scratch + n, &max_v);
+                n += count;
             }
         }
+        _Alignas(32) float lanes[LANES];
+        _mm256_store_ps(lanes, max_v);
+        float max_score = lanes[0];
+        for (int j = 1; j < LANES; j++) max_score = lanes[j] > max_score ? lanes[j] : max_score;
+        const __m256 max_vec = _mm256_set1_ps(max_score);
 
-        // Softmax weights, normalised in place.
-        float total = 0.0f;
-        for (size_t i = 0; i < n; i++) {
-            scratch[i] = expf(scratch[i] - max_score);
-            total += scratch[i];
+        // Softmax weights exp(s - max), their total in a fixed tree, then normalised.
+        __m256 total_v = _mm256_setzero_ps();
+        size_t i = 0;
+        for (; i + LANES <= n; i += LANES) {
+            const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(scratch + i), max_vec));
+            _mm256_storeu_ps(scratch + i, e);
+            total_v = _mm256_add_ps(total_v, e);
         }
-        for (size_t i = 0; i < n; i++) scratch[i] /= total;
+        if (i < n) {
+            _mm256_store_ps(lanes, exp8(_mm256_sub_ps(load8_partial(RWKVX_DTYPE_F32, scratch, i, n - i), max_vec)));
+            for (size_t j = n - i; j < LANES; j++) lanes[j] = 0.0f;
+            memcpy(scratch + i, lanes, (n - i) * sizeof(float));
+            total_v = _mm256_add_ps(total_v, _mm256_load_ps(lanes));
+        }
+        const float total = sum1(total_v);
+        for (i = 0; i < n; i++) scratch[i] /= total;
 
-        // Weighted sum of the value rows, one 8-column chunk at a time in a register.
+        // Weighted sum of the value rows, 32 columns per pass over the rows.
         const char *v_head = (const char *)v_cache + col * esize;
-        for (size_t d = 0; d < head_size; d += LANES) {
-            const size_t count = (head_size - d < LANES) ? head_size - d : LANES;
-            __m256 acc = _mm256_setzero_ps();
-            size_t i = 0;
-            for (size_t g = 0; g < n_ranges; g++) {
-                for (size_t row = ranges[2 * g]; row < ranges[2 * g + 1]; row++, i++) {
-                    const __m256 vv = (count == LANES) ? load8(dt, v_head, row * ld + d)
-                                                       : load8_partial(dt, v_head, row * ld + d, count);
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(scratch[i]), vv, acc);
-                }
-            }
-            _Alignas(32) float lanes[LANES];
-            _mm256_store_ps(lanes, acc);
-            memcpy(y + col + d, lanes, count * sizeof(float));
+        for (size_t d0 = 0; d0 < head_size; d0 += 4 * LANES) {
+            attention_value_group(dt, v_head, row_bytes, head_size, d0, ranges, n_ranges, scratch, y + col);
         }
     }
 }
@@ -385,4 +544,5 @@ const rwkvx_kernel_table rwkvx_avx2_kernels = {
     .wkv7_step = avx2_wkv7_step,
     .attention = avx2_attention,
     .dot_rows = avx2_dot_rows,
+    .exp = avx2_exp,
 };

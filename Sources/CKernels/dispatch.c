@@ -88,6 +88,10 @@ void rwkvx_dot_rows(rwkvx_dtype dtype, const float *a, const void *m, size_t ld,
     table()->dot_rows(dtype, a, m, ld, n, out, row_begin, row_end);
 }
 
+void rwkvx_exp(const float *x, float *y, size_t n) {
+    table()->exp(x, y, n);
+}
+
 void rwkvx_to_f32(rwkvx_dtype dtype, const void *src, float *dst, size_t n) {
     switch (dtype) {
     case RWKVX_DTYPE_F32:
@@ -101,6 +105,22 @@ void rwkvx_to_f32(rwkvx_dtype dtype, const void *src, float *dst, size_t n) {
         break;
     case RWKVX_DTYPE_I8:
         for (size_t i = 0; i < n; i++) dst[i] = (float)((const int8_t *)src)[i];
+        break;
+    }
+}
+
+void rwkvx_from_f32(rwkvx_dtype dtype, const float *src, void *dst, size_t n) {
+    switch (dtype) {
+    case RWKVX_DTYPE_F32:
+        memcpy(dst, src, n * sizeof(float));
+        break;
+    case RWKVX_DTYPE_F16:
+        for (size_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = rwkvx_f32_to_f16(src[i]);
+        break;
+    case RWKVX_DTYPE_BF16:
+        for (size_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = rwkvx_f32_to_bf16(src[i]);
+        break;
+    case RWKVX_DTYPE_I8:
         break;
     }
 }

@@ -38,6 +38,47 @@ static inline float rwkvx_f16_to_f32(uint16_t h) {
     return f;
 }
 
+// Single to IEEE half, rounding to nearest even: subnormal halves are rounded
+// correctly, values past the largest half become infinity, and NaN keeps its
+// sign and top payload bits with the quiet bit set, as vcvtps2ph does.
+static inline uint16_t rwkvx_f32_to_f16(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    const uint16_t sign = (uint16_t)((bits >> 16) & 0x8000);
+    const uint32_t exp = (bits >> 23) & 0xff;
+    uint32_t mant = bits & 0x7fffff;
+    if (exp == 0xff) {
+        if (mant == 0) return sign | 0x7c00;
+        return sign | 0x7e00 | (uint16_t)(mant >> 13);
+    }
+    const int e = (int)exp - 127 + 15;
+    if (e >= 31) return sign | 0x7c00;
+    if (e <= 0) {
+        // Subnormal half (or zero): shift the mantissa with its implicit bit into place.
+        if (e < -10) return sign;
+        mant |= 0x800000;
+        const uint32_t shift = (uint32_t)(14 - e);
+        uint32_t half = mant >> shift;
+        const uint32_t rest = mant & ((1u << shift) - 1);
+        const uint32_t halfway = 1u << (shift - 1);
+        if (rest > halfway || (rest == halfway && (half & 1))) half++;
+        return sign | (uint16_t)half;
+    }
+    uint32_t half = ((uint32_t)e << 10) | (mant >> 13);
+    const uint32_t rest = mant & 0x1fff;
+    // A carry out of the mantissa moves into the exponent, up to infinity: still correct.
+    if (rest > 0x1000 || (rest == 0x1000 && (half & 1))) half++;
+    return sign | (uint16_t)half;
+}
+
+static inline uint16_t rwkvx_f32_to_bf16(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    if ((bits & 0x7fffffff) > 0x7f800000) return (uint16_t)((bits >> 16) | 0x40);
+    bits += 0x7fff + ((bits >> 16) & 1);
+    return (uint16_t)(bits >> 16);
+}
+
 // One implementation of every public operation, per level.
 typedef struct {
     void (*matmul)(rwkvx_dtype, const void *, const float *, size_t, const float *, size_t,
@@ -48,6 +89,7 @@ typedef struct {
                       const size_t *, size_t, float, float *, float *, size_t, size_t);
     void (*dot_rows)(rwkvx_dtype, const float *, const void *, size_t, size_t, float *,
                      size_t, size_t);
+    void (*exp)(const float *, float *, size_t);
 } rwkvx_kernel_table;
 
 extern const rwkvx_kernel_table rwkvx_scalar_kernels;

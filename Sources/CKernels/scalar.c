@@ -115,9 +115,14 @@ static void scalar_attention(const float *q, const void *k_cache, const void *v_
     }
 }
 
+static void scalar_exp(const float *x, float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = expf(x[i]);
+}
+
 const rwkvx_kernel_table rwkvx_scalar_kernels = {
     .matmul = scalar_matmul,
     .wkv7_step = scalar_wkv7_step,
     .attention = scalar_attention,
     .dot_rows = scalar_dot_rows,
+    .exp = scalar_exp,
 };

@@ -1389,7 +1389,7 @@ const ProtobufCMessageDescriptor rwkvx__worker_hello__descriptor =
   (ProtobufCMessageInit) rwkvx__worker_hello__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor rwkvx__attention_options__field_descriptors[6] =
+static const ProtobufCFieldDescriptor rwkvx__attention_options__field_descriptors[7] =
 {
   {
     "chunk_size",
@@ -1463,10 +1463,23 @@ static const ProtobufCFieldDescriptor rwkvx__attention_options__field_descriptor
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "kv_cache_dtype",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Rwkvx__AttentionOptions, kv_cache_dtype),
+    &rwkvx__dtype__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rwkvx__attention_options__field_indices_by_name[] = {
   5,   /* field[5] = attn_mode */
   0,   /* field[0] = chunk_size */
+  6,   /* field[6] = kv_cache_dtype */
   3,   /* field[3] = kv_cache_window_size */
   2,   /* field[2] = max_kv_cache_size */
   4,   /* field[4] = min_kv_cache_size */
@@ -1475,7 +1488,7 @@ static const unsigned rwkvx__attention_options__field_indices_by_name[] = {
 static const ProtobufCIntRange rwkvx__attention_options__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor rwkvx__attention_options__descriptor =
 {
@@ -1485,7 +1498,7 @@ const ProtobufCMessageDescriptor rwkvx__attention_options__descriptor =
   "Rwkvx__AttentionOptions",
   "rwkvx",
   sizeof(Rwkvx__AttentionOptions),
-  6,
+  7,
   rwkvx__attention_options__field_descriptors,
   rwkvx__attention_options__field_indices_by_name,
   1,  rwkvx__attention_options__number_ranges,

@@ -25,7 +25,8 @@ let benchCommand = Command(
         OptionSpec("prompt-tokens", "P", "tokens in the prefill test (default 512)"),
         OptionSpec("gen-tokens", "G", "decode steps per timed run (default 64)"),
         OptionSpec("repeat", "R", "timed runs per test; the median is reported (default 5)"),
-        OptionSpec("context", "LIST", "comma-separated context lengths: measure decode latency and memory with the sparse layers' KV caches filled to each"),
+        OptionSpec("context", "LIST", "comma-separated context lengths: measure decode latency and memory with the sparse layers' KV caches filled to each, with cache compression off and on (the default limits)"),
+        OptionSpec("kv-cache-dtype", "TYPE", "with --context: measure only fp32 or only fp16 KV caches (default both)"),
         OptionSpec("json", nil, "print the results as JSON on stdout (the table goes to stderr)"),
     ],
     run: { args in try runBench(args) }
@@ -84,6 +85,10 @@ struct ThroughputResult: Encodable {
 
 struct ContextResult: Encodable {
     let context: Int
+    let compression: Bool
+    let kvCacheDType: String
+    /// Rows each sparse layer's cache held when the timed runs began.
+    let cacheRows: Int
     let millisecondsPerToken: Summary
     let residentMiB: Double
 }
@@ -116,6 +121,7 @@ private func runBench(_ args: Arguments) throws {
     if let bad = contexts.first(where: { $0 < 1 }) {
         throw UsageError(message: "invalid --context length \(bad): must be at least 1")
     }
+    let cacheDTypes = try SharedOptions.kvCacheDType(args).map { [$0] } ?? KVCacheDType.allCases
 
     // The model: a given checkpoint, or a generated one in a temporary directory.
     var temporaryDirectory: URL?
@@ -141,12 +147,7 @@ private func runBench(_ args: Arguments) throws {
 
     let format = try SharedOptions.weightFormat(args)
     let pool = ThreadPool(threadCount: settings.threads)
-    var options = AttentionOptions()
-    if !contexts.isEmpty {
-        // Long contexts must stay uncompressed to measure what a full cache costs.
-        options.maxKVCacheSize = 0
-    }
-    let model = try Model(path: path, options: options, format: format, pool: pool)
+    let model = try Model(path: path, options: AttentionOptions(), format: format, pool: pool)
     let config = model.config
     let stored = try model.checkpoint.tensor(config.rwkvPrefix + "head.weight").dtype.rawValue
     let weights = format == .stored ? "\(stored) (as stored)" : format.rawValue
@@ -164,7 +165,8 @@ private func runBench(_ args: Arguments) throws {
         guard config.nSparseLayer > 0 else {
             throw UsageError(message: "--context needs a model with sparse-attention layers (use --shape rwkvx)")
         }
-        report.contexts = try measureContexts(model: model, contexts: contexts, settings: settings)
+        report.contexts = try measureContexts(model: model, contexts: contexts, cacheDTypes: cacheDTypes,
+                                              settings: settings)
     }
 
     let table = formatReport(report, settings: settings, contextMode: !contexts.isEmpty)
@@ -327,36 +329,67 @@ private func measureThroughput(model: Model, settings: BenchSettings, machine: M
 
 // MARK: - Long contexts
 
-/// Decode latency with every sparse layer's KV cache filled to each context length.
-/// The caches are filled with synthetic rows (deterministic pseudo-random values),
-/// not by a prefill, which would take minutes at 64000 tokens.
-private func measureContexts(model: Model, contexts: [Int], settings: BenchSettings) throws -> [ContextResult] {
+/// Decode latency and resident memory with every sparse layer's KV cache filled as
+/// after `context` tokens, for each cache dtype, first with cache compression off
+/// (the cache keeps every row) and then with the default compression limits (the
+/// cache keeps what a token-by-token decode would leave after compressions). The
+/// caches are filled with synthetic rows (deterministic pseudo-random values), not
+/// by a prefill, which would take minutes at 64000 tokens.
+private func measureContexts(model: Model, contexts: [Int], cacheDTypes: [KVCacheDType],
+                             settings: BenchSettings) throws -> [ContextResult] {
     let c = model.config.nEmbd
     let vocab = model.config.vocabSize
+    let defaults = AttentionOptions()
     var results: [ContextResult] = []
-    for context in contexts {
-        Output.err("decode at context \(context) (KV caches filled with synthetic rows) ...\n")
-        var state = model.makeState()
-        for j in state.sparse.keys.sorted() {
-            var layer = state.sparse[j]!
-            layer.kCache = syntheticRows(context * c, seed: UInt64(2 * j + 1), reserve: (context + settings.genTokens * (settings.repeats + 2)) * c)
-            layer.vCache = syntheticRows(context * c, seed: UInt64(2 * j + 2), reserve: (context + settings.genTokens * (settings.repeats + 2)) * c)
-            state.sparse[j] = layer
+    for compression in [false, true] {
+        for dtype in cacheDTypes {
+            var options = defaults
+            options.maxKVCacheSize = compression ? defaults.maxKVCacheSize : 0
+            options.kvCacheDType = dtype
+            model.stage.options = options
+            for context in contexts {
+                let rows = compression ? cacheRowsAfterDecode(context, options: options) : context
+                Output.err("decode at context \(context), compression \(compression ? "on" : "off"), \(dtype.rawValue) cache of \(rows) rows (synthetic) ...\n")
+                let reserve = rows + settings.genTokens * (settings.repeats + 2)
+                var state = model.makeState()
+                for j in state.sparse.keys.sorted() {
+                    state.sparse[j]!.replaceCache(keys: syntheticRows(rows * c, seed: UInt64(2 * j + 1)),
+                                                  values: syntheticRows(rows * c, seed: UInt64(2 * j + 2)),
+                                                  dtype: dtype, reservingRows: reserve, nEmbd: c)
+                }
+                let steps = benchTokens(settings.genTokens, vocab: vocab, seed: 4)
+                let runs = try timedRuns(settings.repeats) {
+                    for token in steps { _ = try model.forward([token], state: &state) }
+                }
+                let perToken = Summary(runs).scaled(1000 / Double(settings.genTokens))
+                results.append(ContextResult(context: context, compression: compression, kvCacheDType: dtype.rawValue,
+                                             cacheRows: rows, millisecondsPerToken: perToken,
+                                             residentMiB: residentMiB()))
+            }
         }
-        let steps = benchTokens(settings.genTokens, vocab: vocab, seed: 4)
-        let runs = try timedRuns(settings.repeats) {
-            for token in steps { _ = try model.forward([token], state: &state) }
-        }
-        let perToken = Summary(runs).scaled(1000 / Double(settings.genTokens))
-        results.append(ContextResult(context: context, millisecondsPerToken: perToken, residentMiB: residentMiB()))
     }
+    model.stage.options = defaults
     return results
 }
 
-/// `count` values of a xorshift sequence scaled to about [-1, 1), with room for `reserve`.
-private func syntheticRows(_ count: Int, seed: UInt64, reserve: Int) -> [Float] {
+/// Returns the rows a sparse layer's cache contains after `tokens` decoded tokens
+/// from an empty cache. Each decode step compresses a cache of more than
+/// maxKVCacheSize rows to minKVCacheSize rows, then appends its own row.
+private func cacheRowsAfterDecode(_ tokens: Int, options: AttentionOptions) -> Int {
+    var rows = 0
+    for _ in 0..<tokens {
+        if options.maxKVCacheSize > 0 && rows > options.maxKVCacheSize && options.minKVCacheSize < rows {
+            rows = options.minKVCacheSize
+        }
+        rows += 1
+    }
+    return rows
+}
+
+/// `count` values of a xorshift sequence scaled to about [-1, 1).
+private func syntheticRows(_ count: Int, seed: UInt64) -> [Float] {
     var values: [Float] = []
-    values.reserveCapacity(max(reserve, count))
+    values.reserveCapacity(count)
     var state = seed &* 0x9E37_79B9_7F4A_7C15 | 1
     for _ in 0..<count {
         state ^= state << 13
@@ -402,16 +435,28 @@ private func formatReport(_ report: BenchReport, settings: BenchSettings, contex
             out += String(format: "\n%@ / decode batch 1 = %.2fx tokens/s\n", many.test, many.tokensPerSecond.median / one.tokensPerSecond.median)
         }
     } else {
-        out += "KV caches filled with synthetic rows (no prefill); cache compression off; \(settings.genTokens) decoded tokens per run\n\n"
-        out += "| context | ms/token | min-max | VmRSS MiB |\n|---|---|---|---|\n"
+        let defaults = AttentionOptions()
+        out += "KV caches filled with synthetic rows (no prefill); \(settings.genTokens) decoded tokens per run\n"
+        out += "compression on: max_kv_cache \(defaults.maxKVCacheSize), window \(defaults.kvCacheWindowSize), min \(defaults.minKVCacheSize); the cache holds the rows a token-by-token decode would leave\n"
+        out += "VmRSS includes the memory-mapped weights; each configuration's state is freed before the next\n\n"
+        out += "| compression | KV cache | context | cache rows | ms/token | min-max | VmRSS MiB |\n|---|---|---|---|---|---|---|\n"
         for r in report.contexts {
-            out += "| \(r.context) | " + String(format: "%.2f | %.2f-%.2f | %.0f", r.millisecondsPerToken.median,
-                                                 r.millisecondsPerToken.min, r.millisecondsPerToken.max, r.residentMiB) + " |\n"
+            out += "| \(r.compression ? "on" : "off") | \(r.kvCacheDType) | \(r.context) | \(r.cacheRows) | "
+                + String(format: "%.2f | %.2f-%.2f | %.0f", r.millisecondsPerToken.median,
+                         r.millisecondsPerToken.min, r.millisecondsPerToken.max, r.residentMiB) + " |\n"
         }
-        if let first = report.contexts.first, let last = report.contexts.last, report.contexts.count > 1 {
-            out += String(format: "\ncontext %d / context %d = %.2fx ms/token\n", last.context, first.context,
-                          last.millisecondsPerToken.median / first.millisecondsPerToken.median)
+        var ratios = ""
+        for compression in [false, true] {
+            for dtype in KVCacheDType.allCases {
+                let rows = report.contexts.filter { $0.compression == compression && $0.kvCacheDType == dtype.rawValue }
+                if let first = rows.first, let last = rows.last, rows.count > 1 {
+                    ratios += String(format: "compression %@, %@: context %d / context %d = %.2fx ms/token\n",
+                                     compression ? "on" : "off", dtype.rawValue, last.context, first.context,
+                                     last.millisecondsPerToken.median / first.millisecondsPerToken.median)
+                }
+            }
         }
+        if !ratios.isEmpty { out += "\n" + ratios }
     }
     return out
 }

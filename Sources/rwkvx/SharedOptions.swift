@@ -16,6 +16,7 @@ enum SharedOptions {
         OptionSpec("kv-window", "N", "newest rows kept by compression (default 2000)"),
         OptionSpec("min-kv-cache", "N", "rows left after compression (default 16000)"),
         OptionSpec("attn-mode", "MODE", "sparse or full decode attention (default sparse)"),
+        OptionSpec("kv-cache-dtype", "TYPE", "KV cache element type: fp32 matches the reference, fp16 halves the cache memory (default fp32)"),
     ]
 
     static let sampling: [OptionSpec] = [
@@ -60,8 +61,18 @@ enum SharedOptions {
             }
             o.mode = mode
         }
+        o.kvCacheDType = try kvCacheDType(args) ?? o.kvCacheDType
         try o.validate()
         return o
+    }
+
+    /// Parses --kv-cache-dtype; nil when it is not given.
+    static func kvCacheDType(_ args: Arguments) throws -> KVCacheDType? {
+        guard let name = args.string("kv-cache-dtype") else { return nil }
+        guard let dtype = KVCacheDType(rawValue: name) else {
+            throw UsageError(message: "invalid --kv-cache-dtype \(name): expected fp32 or fp16")
+        }
+        return dtype
     }
 
     static func samplingOptions(_ args: Arguments) throws -> SamplingOptions {

@@ -32,6 +32,7 @@ func sampleMessages() -> [WireMessage] {
     assignment.attention.kvCacheWindowSize = 4_096
     assignment.attention.minKVCacheSize = 1_024
     assignment.attention.attnMode = .sparse
+    assignment.attention.kvCacheDType = .f16
     assignment.wireDType = .bf16
     assignment.threads = 2
     assignment.nextStageEndpoint = "tcp://127.0.0.1:6000"

@@ -165,39 +165,75 @@ final class KernelTests: XCTestCase {
     }
 
     func testAttentionMatchesScalar() {
-        let cacheRows = 50
-        for headSize in [64, 24] {
-            let nHead = 2
+        let cacheRows = 300
+        for headSize in [64, 24, 40] {
+            let nHead = 3
             let nEmbd = nHead * headSize
             let ld = nEmbd + 3
-            let q = randomFloats(nEmbd, seed: 71)
+            // q is scaled up so that the softmax is far from uniform and exp gets a wide range.
+            let q = randomFloats(nEmbd, seed: 71).map { $0 * 4 }
             let kFloats = randomFloats(cacheRows * ld, seed: 72)
             let vFloats = randomFloats(cacheRows * ld, seed: 73)
             for dtype in [RWKVX_DTYPE_F32, RWKVX_DTYPE_F16] {
                 let kCache = encode(kFloats, as: dtype), vCache = encode(vFloats, as: dtype)
-                for ranges in [[0, 50], [0, 5, 10, 23, 40, 50], [7, 8]] {
-                    func run(_ level: Int32) -> [Float] {
+                for ranges in [[0, 50], [0, 5, 10, 23, 40, 50], [7, 8], [0, 300], [3, 40, 100, 117, 250, 299]] {
+                    let scoreRows = stride(from: 0, to: ranges.count, by: 2).reduce(0) { $0 + ranges[$1 + 1] - ranges[$1] }
+                    func run(_ level: Int32, heads: [Range<Int>] = [0..<3]) -> [Float] {
                         _ = rwkvx_set_level(level)
                         var y = [Float](repeating: .nan, count: nEmbd)
-                        var scratch = [Float](repeating: 0, count: cacheRows)
+                        var scratch = [Float](repeating: 0, count: nHead * scoreRows)
                         kCache.withUnsafeBytes { k in
                             vCache.withUnsafeBytes { v in
-                                rwkvx_attention(q, k.baseAddress, v.baseAddress, dtype, ld, headSize,
-                                                ranges, ranges.count / 2, 0.3, &scratch, &y, 0, nHead)
+                                for part in heads {
+                                    rwkvx_attention(q, k.baseAddress, v.baseAddress, dtype, ld, headSize,
+                                                    ranges, ranges.count / 2, 0.3, &scratch, &y,
+                                                    part.lowerBound, part.upperBound)
+                                }
                             }
                         }
                         return y
                     }
+                    let label = "dtype \(dtype.rawValue) head size \(headSize) ranges \(ranges)"
                     let reference = run(0)
-                    XCTAssertGreaterThan(maxAbs(reference), 0.01)
-                    for level in levels.dropFirst() {
+                    XCTAssertGreaterThan(maxAbs(reference), 0.01, label)
+                    for level in levels {
+                        let result = run(level)
                         // Outputs are convex combinations of values in [-1, 1].
-                        let difference = zip(run(level), reference).map { abs($0 - $1) }.max() ?? .nan
-                        XCTAssertLessThanOrEqual(difference, 1e-5,
-                                                 "dtype \(dtype.rawValue) head size \(headSize) ranges \(ranges) level \(level)")
+                        let difference = zip(result, reference).map { abs($0 - $1) }.max() ?? .nan
+                        XCTAssertLessThanOrEqual(difference, 1e-5, "\(label) level \(level)")
+                        XCTAssertEqual(run(level, heads: [0..<1, 1..<3]), result, "\(label) level \(level) head split")
                     }
                 }
             }
+        }
+    }
+
+    func testExpMatchesExpf() {
+        // Dense over the softmax range [-90, 0], then up to the overflow threshold.
+        var x = (0...200_000).map { -90 + Float($0) * 0.00045 }
+        x += (0...20_000).map { Float($0) * 0.00443 }
+        x += [0, -0.0, 1e-30, -1e-30, 88.72, -87.3, -103, -110, -.infinity, .infinity]
+        let reference = x.map { expf($0) }
+        for level in levels {
+            _ = rwkvx_set_level(level)
+            var y = [Float](repeating: .nan, count: x.count)
+            rwkvx_exp(x, &y, x.count)
+            var worst: Float = 0
+            for i in x.indices {
+                if reference[i].isInfinite {
+                    XCTAssertEqual(y[i], reference[i], "level \(level) x \(x[i])")
+                } else if reference[i] >= .leastNormalMagnitude {
+                    worst = max(worst, abs(y[i] - reference[i]) / reference[i])
+                } else {
+                    XCTAssertLessThanOrEqual(abs(y[i] - reference[i]), .leastNormalMagnitude,
+                                             "level \(level) x \(x[i]): \(y[i]) against \(reference[i])")
+                }
+            }
+            print("exp level \(level): max relative error \(worst)")
+            XCTAssertLessThan(worst, 3e-7, "level \(level)")
+            var nan: [Float] = [.nan]
+            rwkvx_exp(nan, &nan, 1)
+            XCTAssertTrue(nan[0].isNaN, "level \(level)")
         }
     }
 

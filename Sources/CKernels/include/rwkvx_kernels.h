@@ -55,6 +55,10 @@ void rwkvx_matmul(rwkvx_dtype dtype, const void *w, const float *scales, size_t 
 // Converts n elements of a stored dtype (F32, F16, BF16) to fp32.
 void rwkvx_to_f32(rwkvx_dtype dtype, const void *src, float *dst, size_t n);
 
+// Converts n fp32 values to F32, F16 or BF16, rounding to nearest even (overflow
+// gives infinity; NaN stays NaN). The result does not depend on the kernel level.
+void rwkvx_from_f32(rwkvx_dtype dtype, const float *src, void *dst, size_t n);
+
 // One token of the RWKV-7 WKV recurrence for heads [h_begin, h_end).
 // state: [n_head, head_size, head_size] fp32, state[h][i][j] with i the value index
 // and j the key index. r, w, k, v, kk, a, y: [n_head * head_size].
@@ -69,12 +73,19 @@ void rwkvx_wkv7_step(size_t head_size, float *state,
 // q: [n_embd]; k_cache, v_cache: [rows, ld] of cache_dtype (F32 or F16), head h in
 // columns [h * head_size, (h + 1) * head_size); ranges: n_ranges pairs
 // [begin, end) of row indices, visited in order as one softmax; scale multiplies
-// q . k. scratch: at least (sum of range lengths) floats, per calling thread.
-// y: [n_embd], written for the heads in range.
+// q . k. scratch: at least (h_end - h_begin) * (sum of range lengths) floats, per
+// calling thread. y: [n_embd], written for the heads in range. A head's result
+// does not depend on the other heads of the call; a call over several heads reads
+// the cache rows once per pass instead of once per head, which is faster.
 void rwkvx_attention(const float *q, const void *k_cache, const void *v_cache,
                      rwkvx_dtype cache_dtype, size_t ld, size_t head_size,
                      const size_t *ranges, size_t n_ranges, float scale,
                      float *scratch, float *y, size_t h_begin, size_t h_end);
+
+// y[i] = exp(x[i]) for i in [0, n): expf in the scalar level, a polynomial in the
+// SIMD levels (relative error below 1e-6 where the result is a normal float). The
+// softmax of rwkvx_attention uses the same exp as this function at each level.
+void rwkvx_exp(const float *x, float *y, size_t n);
 
 // Dot products of one fp32 vector with rows of a matrix:
 // out[r - row_begin] = sum_c a[c] * m[r * ld + c] for c in [0, n), r in [row_begin, row_end).

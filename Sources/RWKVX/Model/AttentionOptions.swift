@@ -8,6 +8,15 @@ public enum AttentionMode: String, Sendable, Codable {
     case full
 }
 
+/// Element type of the sparse layers' KV cache rows.
+public enum KVCacheDType: String, Sendable, Codable, CaseIterable {
+    /// fp32 rows, as the reference keeps them.
+    case fp32
+    /// IEEE half rows (rounded to nearest even): half the memory and half the bytes
+    /// a decoded token reads, at a small cost in accuracy (see the fp16 cache tests).
+    case fp16
+}
+
 public struct AttentionOptions: Sendable, Codable, Equatable {
     /// Tokens per chunk of the KV cache (moba_chunk_size).
     public var chunkSize: Int = 2048
@@ -20,17 +29,20 @@ public struct AttentionOptions: Sendable, Codable, Equatable {
     /// Rows left after compression (kept rows plus the window).
     public var minKVCacheSize: Int = 16000
     public var mode: AttentionMode = .sparse
+    /// Element type of the KV cache rows (not a reference option; fp32 matches it).
+    public var kvCacheDType: KVCacheDType = .fp32
 
     public init() {}
 
     public init(chunkSize: Int, topK: Int, maxKVCacheSize: Int, kvCacheWindowSize: Int,
-                minKVCacheSize: Int, mode: AttentionMode) {
+                minKVCacheSize: Int, mode: AttentionMode, kvCacheDType: KVCacheDType = .fp32) {
         self.chunkSize = chunkSize
         self.topK = topK
         self.maxKVCacheSize = maxKVCacheSize
         self.kvCacheWindowSize = kvCacheWindowSize
         self.minKVCacheSize = minKVCacheSize
         self.mode = mode
+        self.kvCacheDType = kvCacheDType
     }
 
     /// Tokens a sequence can span and still get full attention (chunk_size * top_k).

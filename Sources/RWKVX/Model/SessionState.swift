@@ -52,16 +52,18 @@ public struct SessionState: Sendable, Equatable {
 
     /// Bytes of KV cache held, for memory accounting.
     public var cacheBytes: Int {
-        sparse.values.reduce(0) { $0 + ($1.kCache.count + $1.vCache.count) * 4 }
+        sparse.values.reduce(0) { $0 + $1.cacheBytes }
     }
 }
 
 // MARK: - Byte form
 //
-// Little-endian: magic "RWKVXST1", u32 n_embd, u32 head_size, u32 block count, then
+// Little-endian: magic "RWKVXST2", u32 n_embd, u32 head_size, u32 block count, then
 // per block: u8 kind (0 rwkv, 1 sparse), u32 index, and for rwkv the fp32 arrays
-// att_x_prev [C], wkv [H*N*N], ffn_x_prev [C]; for sparse u32 rows, k_cache
-// [rows*C], v_cache [rows*C], ffn_x_prev [C].
+// att_x_prev [C], wkv [H*N*N], ffn_x_prev [C]; for sparse u8 cache dtype (0 fp32,
+// 1 fp16), u32 rows, k_cache [rows*C] and v_cache [rows*C] in that dtype (fp16 as
+// IEEE half bits), then fp32 ffn_x_prev [C].
+// Version 1 ("RWKVXST1") is read too: it has no dtype byte and fp32 caches.
 
 public struct StateFormatError: Error, CustomStringConvertible {
     public let message: String
@@ -69,12 +71,14 @@ public struct StateFormatError: Error, CustomStringConvertible {
 }
 
 extension SessionState {
-    static let magic = Array("RWKVXST1".utf8)
+    static let magic = Array("RWKVXST2".utf8)
+    static let magicVersion1 = Array("RWKVXST1".utf8)
 
     public func serialized(config: ModelConfig) -> [UInt8] {
         var out = SessionState.magic
         func u32(_ v: Int) { withUnsafeBytes(of: UInt32(v).littleEndian) { out += $0 } }
         func floats(_ a: [Float]) { a.withUnsafeBytes { out += $0 } }
+        func halves(_ a: [UInt16]) { a.withUnsafeBytes { out += $0 } }
         u32(config.nEmbd)
         u32(config.headSize)
         u32(rwkv.count + sparse.count)
@@ -90,9 +94,16 @@ extension SessionState {
             let s = sparse[j]!
             out.append(1)
             u32(j)
+            out.append(s.cacheDType == .fp16 ? 1 : 0)
             u32(s.rows(nEmbd: config.nEmbd))
-            floats(s.kCache)
-            floats(s.vCache)
+            switch s.cacheDType {
+            case .fp32:
+                floats(s.kCache)
+                floats(s.vCache)
+            case .fp16:
+                halves(s.kCacheHalf)
+                halves(s.vCacheHalf)
+            }
             floats(s.ffnXPrev)
         }
         return out
@@ -118,7 +129,17 @@ extension SessionState {
                 (0..<n).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) }
             }
         }
-        guard Array(try take(8)) == SessionState.magic else { throw StateFormatError(message: "bad magic") }
+        func halves(_ n: Int) throws -> [UInt16] {
+            let s = try take(n * 2)
+            return s.withUnsafeBytes { raw in
+                (0..<n).map { UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)) }
+            }
+        }
+        let magic = Array(try take(8))
+        guard magic == SessionState.magic || magic == SessionState.magicVersion1 else {
+            throw StateFormatError(message: "bad magic")
+        }
+        let version1 = magic == SessionState.magicVersion1
         let c = try u32(), n = try u32()
         guard c == config.nEmbd, n == config.headSize else {
             throw StateFormatError(message: "state is for n_embd \(c), head_size \(n); model has \(config.nEmbd), \(config.headSize)")
@@ -138,9 +159,16 @@ extension SessionState {
             case 1:
                 guard index < config.nSparseLayer else { throw StateFormatError(message: "sparse block \(index) out of range") }
                 var s = SparseLayerState(config: config)
+                let dtypeCode = version1 ? 0 : try take(1).first!
                 let rows = try u32()
-                s.kCache = try floats(rows * c)
-                s.vCache = try floats(rows * c)
+                switch dtypeCode {
+                case 0:
+                    s.setStored(dtype: .fp32, kCache: try floats(rows * c), vCache: try floats(rows * c), kHalf: [], vHalf: [])
+                case 1:
+                    s.setStored(dtype: .fp16, kCache: [], vCache: [], kHalf: try halves(rows * c), vHalf: try halves(rows * c))
+                default:
+                    throw StateFormatError(message: "unknown KV cache dtype \(dtypeCode) in sparse block \(index)")
+                }
                 s.ffnXPrev = try floats(c)
                 sparse[index] = s
             default:

@@ -9,33 +9,6 @@
 import CKernels
 import Foundation
 
-/// State of one sparse block: the KV cache and the channel-mix shift.
-public struct SparseLayerState: Sendable {
-    /// [rows, C] keys and values in the order the reference keeps them (after a
-    /// compression each head holds its own permutation of past tokens).
-    public var kCache: [Float]
-    public var vCache: [Float]
-    /// [C] ln2 output of the last token.
-    public var ffnXPrev: [Float]
-    /// [chunks, C] sums of the keys of each complete chunk, in cache-row order.
-    /// Derived from kCache; kept so that choosing chunks costs O(chunks), not O(rows).
-    var chunkKeySums: [Float] = []
-
-    public init(config: ModelConfig) {
-        kCache = []
-        vCache = []
-        ffnXPrev = [Float](repeating: 0, count: config.nEmbd)
-    }
-
-    public func rows(nEmbd: Int) -> Int { kCache.count / nEmbd }
-}
-
-extension SparseLayerState: Equatable {
-    public static func == (a: SparseLayerState, b: SparseLayerState) -> Bool {
-        a.kCache == b.kCache && a.vCache == b.vCache && a.ffnXPrev == b.ffnXPrev
-    }
-}
-
 /// Pins every session's channel-mix shift state of one sparse block, stores the
 /// base addresses in ws.ffnPrev and runs `body`.
 func withPinnedStates(_ states: UnsafeMutableBufferPointer<SparseLayerState>, ws: Workspace, from index: Int = 0,
@@ -50,20 +23,20 @@ func withPinnedStates(_ states: UnsafeMutableBufferPointer<SparseLayerState>, ws
     }
 }
 
-/// Pins every session's KV cache, stores the base addresses in ws.kCache and
-/// ws.vCache and runs `body`. The caches must not grow while pinned.
+/// Pins every session's KV cache, stores the base addresses and element types in
+/// ws.kCache, ws.vCache and ws.cacheDType and runs `body`. The caches must not
+/// change while pinned.
 private func withPinnedCaches(_ states: UnsafeMutableBufferPointer<SparseLayerState>, ws: Workspace,
                               from index: Int = 0, _ body: () -> Void) {
     if index == states.count {
         body()
         return
     }
-    states[index].kCache.withUnsafeMutableBufferPointer { k in
-        states[index].vCache.withUnsafeMutableBufferPointer { v in
-            ws.kCache[index] = k.baseAddress
-            ws.vCache[index] = v.baseAddress
-            withPinnedCaches(states, ws: ws, from: index + 1, body)
-        }
+    states[index].withCacheBytes { k, v, dtype in
+        ws.kCache[index] = k
+        ws.vCache[index] = v
+        ws.cacheDType[index] = dtype
+        withPinnedCaches(states, ws: ws, from: index + 1, body)
     }
 }
 
@@ -89,6 +62,7 @@ func sparseBlock(_ x: UnsafeMutablePointer<Float>, states: UnsafeMutableBufferPo
     // per session: compress the cache if needed, plan the attended rows, append k and v
     var scoreRows = 1
     for (s, segment) in ws.segments.enumerated() {
+        states[s].convertCache(to: options.kvCacheDType, nEmbd: c)
         if segment.count == 1 && ws.pieces[s] == nil {
             planDecode(session: s, row: segment.lowerBound, state: &states[s], options: options, ws: ws)
             scoreRows = max(scoreRows, stride(from: 0, to: ws.attentionRanges[s].count, by: 2).reduce(0) {
@@ -101,7 +75,10 @@ func sparseBlock(_ x: UnsafeMutablePointer<Float>, states: UnsafeMutableBufferPo
         }
     }
     let threads = pool?.threadCount ?? 1
-    ws.reserveScores(scoreRows, threads: threads)
+    // One group of heads per thread reads each long cache row once per thread. Over
+    // few rows, single heads balance better when a pool thread starts late.
+    ws.attentionGroupHeads = scoreRows >= 1024 ? (ws.config.nHead + threads - 1) / threads : 1
+    ws.reserveScores(scoreRows * ws.attentionGroupHeads, threads: threads)
 
     // attention of every (row, head), then x += output(y)
     withPinnedCaches(states, ws: ws) {
@@ -141,8 +118,7 @@ private func planDecode(session s: Int, row t: Int, state: inout SparseLayerStat
     }
 
     // The current k/v row is appended before attending; it is also the newest cache row.
-    state.kCache.append(contentsOf: UnsafeBufferPointer(start: ws.k.base + t * c, count: c))
-    state.vCache.append(contentsOf: UnsafeBufferPointer(start: ws.v.base + t * c, count: c))
+    state.appendRows(keys: ws.k.base + t * c, values: ws.v.base + t * c, count: c)
 }
 
 /// Appends the ranges [chunk * size, (chunk + 1) * size) of the top `options.topK` of
@@ -182,17 +158,25 @@ private func updateChunkKeySums(_ state: inout SparseLayerState, chunks: Int, ch
         have = 0
     }
     if have == chunks { return }
-    state.chunkKeySums.append(contentsOf: repeatElement(0, count: (chunks - have) * c))
-    state.kCache.withUnsafeBufferPointer { k in
-        state.chunkKeySums.withUnsafeMutableBufferPointer { sums in
-            for chunk in have..<chunks {
-                let sum = sums.baseAddress! + chunk * c
-                for row in (chunk * chunkSize)..<((chunk + 1) * chunkSize) {
-                    for i in 0..<c { sum[i] += k[row * c + i] }
+    var sums = state.chunkKeySums
+    state.chunkKeySums = []
+    sums.append(contentsOf: repeatElement(0, count: (chunks - have) * c))
+    let dtype: rwkvx_dtype = state.cacheDType == .fp16 ? RWKVX_DTYPE_F16 : RWKVX_DTYPE_F32
+    let elementSize = state.cacheDType == .fp16 ? 2 : 4
+    state.withCacheBytes { k, _, _ in
+        sums.withUnsafeMutableBufferPointer { sums in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: c) { row in
+                for chunk in have..<chunks {
+                    let sum = sums.baseAddress! + chunk * c
+                    for r in (chunk * chunkSize)..<((chunk + 1) * chunkSize) {
+                        rwkvx_to_f32(dtype, k! + r * c * elementSize, row.baseAddress!, c)
+                        for i in 0..<c { sum[i] += row[i] }
+                    }
                 }
             }
         }
     }
+    state.chunkKeySums = sums
 }
 
 /// Prefill (forward_seq) of the rows of one piece of a call of T > 1 tokens:
@@ -215,28 +199,33 @@ private func planPrefill(session s: Int, rows: Range<Int>, piece: PrefillPiece, 
     ws.cacheRowsBefore[s] = ct
     ws.callStartRows[s] = ct - piece.offset
     ws.shortSequence[s] = piece.callTokens + ws.callStartRows[s] <= options.windowSize
-    state.kCache.append(contentsOf: UnsafeBufferPointer(start: ws.k.base + rows.lowerBound * c, count: rows.count * c))
-    state.vCache.append(contentsOf: UnsafeBufferPointer(start: ws.v.base + rows.lowerBound * c, count: rows.count * c))
+    state.appendRows(keys: ws.k.base + rows.lowerBound * c, values: ws.v.base + rows.lowerBound * c,
+                     count: rows.count * c)
 }
 
 /// Softmax attention of every (row, head) of the batch over its session's cache,
-/// split over the pool by (row, head); y [rows, C] gets the result.
+/// split over the pool by (row, group of heads); y [rows, C] gets the result. A
+/// kernel call over a group of heads reads each cache row once per pass. A head's
+/// result does not depend on its group, so the split does not change the output.
 private func attendAll(options: AttentionOptions, ws: Workspace, pool: ThreadPool?) {
     let c = ws.config.nEmbd, n = ws.config.headSize, heads = ws.config.nHead
     let scale = 1 / Float(n).squareRoot()
-    let items = ws.rows * heads
+    let groupHeads = ws.attentionGroupHeads
+    let groups = (heads + groupHeads - 1) / groupHeads
+    let items = ws.rows * groups
     let run: @Sendable (Range<Int>, Int) -> Void = { chunk, thread in
         let scratch = ws.scores.base + thread * ws.scoreStride
         withUnsafeTemporaryAllocation(of: Int.self, capacity: 2) { pair in
             for item in chunk {
-                let t = item / heads, head = item % heads
+                let t = item / groups
+                let firstHead = (item % groups) * groupHeads, endHead = min(heads, firstHead + groupHeads)
                 let s = ws.rowSession[t]
                 let segment = ws.segments[s]
                 let q = ws.r.base + t * c
                 if segment.count == 1 && ws.pieces[s] == nil {
                     let ranges = ws.attentionRanges[s]
-                    rwkvx_attention(q, ws.kCache[s]!, ws.vCache[s]!, RWKVX_DTYPE_F32, c, n, ranges, ranges.count / 2,
-                                    scale, scratch, ws.y.base + t * c, head, head + 1)
+                    rwkvx_attention(q, ws.kCache[s]!, ws.vCache[s]!, ws.cacheDType[s], c, n, ranges, ranges.count / 2,
+                                    scale, scratch, ws.y.base + t * c, firstHead, endHead)
                 } else {
                     // Short sequences attend to the whole cache plus the new tokens causally.
                     // Quirk copied: longer ones attend causally inside chunks of the new tokens
@@ -246,8 +235,8 @@ private func attendAll(options: AttentionOptions, ws: Workspace, pool: ThreadPoo
                     let i = ws.cacheRowsBefore[s] - start + (t - segment.lowerBound)
                     pair[0] = ws.shortSequence[s] ? 0 : start + (i / options.chunkSize) * options.chunkSize
                     pair[1] = start + i + 1
-                    rwkvx_attention(q, ws.kCache[s]!, ws.vCache[s]!, RWKVX_DTYPE_F32, c, n, pair.baseAddress!, 1,
-                                    scale, scratch, ws.y.base + t * c, head, head + 1)
+                    rwkvx_attention(q, ws.kCache[s]!, ws.vCache[s]!, ws.cacheDType[s], c, n, pair.baseAddress!, 1,
+                                    scale, scratch, ws.y.base + t * c, firstHead, endHead)
                 }
             }
         }
@@ -275,8 +264,7 @@ func compressKVCache(_ state: inout SparseLayerState, queries: [Float], options:
     let queryCount = queries.count / c
     let scale = 1 / Float(n).squareRoot()
 
-    var newK = [Float](repeating: 0, count: (keep + window) * c)
-    var newV = newK
+    var order: [[Int]] = []
     var scores = [Float](repeating: 0, count: past)
     for head in 0..<config.nHead {
         let col = head * n
@@ -285,10 +273,11 @@ func compressKVCache(_ state: inout SparseLayerState, queries: [Float], options:
         var vote = [Float](repeating: 0, count: past)
         for qt in 0..<queryCount {
             queries.withUnsafeBufferPointer { qp in
-                state.kCache.withUnsafeBytes { kp in
+                state.withCacheBytes { k, _, dtype in
+                    let elementSize = dtype == RWKVX_DTYPE_F16 ? 2 : 4
                     scores.withUnsafeMutableBufferPointer { sp in
-                        rwkvx_dot_rows(RWKVX_DTYPE_F32, qp.baseAddress! + qt * c + col,
-                                       kp.baseAddress! + col * 4, c, n, sp.baseAddress!, 0, past)
+                        rwkvx_dot_rows(dtype, qp.baseAddress! + qt * c + col, k! + col * elementSize, c, n,
+                                       sp.baseAddress!, 0, past)
                     }
                 }
             }
@@ -306,23 +295,9 @@ func compressKVCache(_ state: inout SparseLayerState, queries: [Float], options:
         }
 
         // keep the highest votes, in descending vote order (ties: lower row first)
-        let order = (0..<past).sorted { vote[$0] > vote[$1] || (vote[$0] == vote[$1] && $0 < $1) }
-        for (row, source) in order.prefix(keep).enumerated() {
-            for d in 0..<n {
-                newK[row * c + col + d] = state.kCache[source * c + col + d]
-                newV[row * c + col + d] = state.vCache[source * c + col + d]
-            }
-        }
+        order.append(Array((0..<past).sorted { vote[$0] > vote[$1] || (vote[$0] == vote[$1] && $0 < $1) }.prefix(keep)))
     }
 
     // the window rows follow unchanged
-    for row in 0..<window {
-        for i in 0..<c {
-            newK[(keep + row) * c + i] = state.kCache[(past + row) * c + i]
-            newV[(keep + row) * c + i] = state.vCache[(past + row) * c + i]
-        }
-    }
-    state.kCache = newK
-    state.vCache = newV
-    state.chunkKeySums.removeAll(keepingCapacity: true)
+    state.gatherRows(order: order, keep: keep, window: window, nEmbd: c, headSize: n)
 }

@@ -255,13 +255,16 @@ final class Workspace: @unchecked Sendable {
     /// Attention softmax scratch: `scoreStride` floats per pool thread.
     let scores = ScratchBuffer()
     private(set) var scoreStride = 0
+    /// Heads per attention kernel call: one group of heads per thread.
+    var attentionGroupHeads = 1
 
     // Per-session pointers into the states of the block being run (valid while pinned).
     var wkvState: [UnsafeMutablePointer<Float>?] = []
     var attPrev: [UnsafeMutablePointer<Float>?] = []
     var ffnPrev: [UnsafeMutablePointer<Float>?] = []
-    var kCache: [UnsafeMutablePointer<Float>?] = []
-    var vCache: [UnsafeMutablePointer<Float>?] = []
+    var kCache: [UnsafeRawPointer?] = []
+    var vCache: [UnsafeRawPointer?] = []
+    var cacheDType: [rwkvx_dtype] = []
 
     // Per-session attention plan of a sparse block: decode ranges, or the prefill's
     // cache rows before the new tokens and whether it is a short sequence.
@@ -309,8 +312,9 @@ final class Workspace: @unchecked Sendable {
             wkvState = Array(repeating: nil, count: sessions)
             attPrev = wkvState
             ffnPrev = wkvState
-            kCache = wkvState
-            vCache = wkvState
+            kCache = Array(repeating: nil, count: sessions)
+            vCache = kCache
+            cacheDType = Array(repeating: RWKVX_DTYPE_F32, count: sessions)
             attentionRanges = Array(repeating: [], count: sessions)
             cacheRowsBefore = Array(repeating: 0, count: sessions)
             shortSequence = Array(repeating: false, count: sessions)

@@ -140,8 +140,8 @@ extension Scenario {
         for j in state.sparse.keys.sorted() {
             let s = state.sparse[j]!
             let rows = s.rows(nEmbd: c)
-            out.append(NamedTensor(name: "state.moba.\(j).k_cache", shape: [rows, c], values: s.kCache))
-            out.append(NamedTensor(name: "state.moba.\(j).v_cache", shape: [rows, c], values: s.vCache))
+            out.append(NamedTensor(name: "state.moba.\(j).k_cache", shape: [rows, c], values: s.keyRows()))
+            out.append(NamedTensor(name: "state.moba.\(j).v_cache", shape: [rows, c], values: s.valueRows()))
             out.append(NamedTensor(name: "state.moba.\(j).ffn_x_prev", shape: [c], values: s.ffnXPrev))
         }
         return out

@@ -11,6 +11,7 @@ extension RWKVX.AttentionOptions {
         w.kvCacheWindowSize = UInt64(kvCacheWindowSize)
         w.minKVCacheSize = UInt64(minKVCacheSize)
         w.attnMode = mode == .full ? .full : .sparse
+        w.kvCacheDType = kvCacheDType == .fp16 ? .f16 : .f32
         return w
     }
 
@@ -24,6 +25,7 @@ extension RWKVX.AttentionOptions {
         if w.kvCacheWindowSize > 0 { kvCacheWindowSize = Int(w.kvCacheWindowSize) }
         if w.minKVCacheSize > 0 { minKVCacheSize = Int(w.minKVCacheSize) }
         mode = w.attnMode == .full ? .full : .sparse
+        kvCacheDType = w.kvCacheDType == .f16 ? .fp16 : .fp32
     }
 }
 

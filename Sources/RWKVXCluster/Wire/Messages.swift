@@ -46,6 +46,8 @@ public struct WireAttentionOptions: Sendable, Equatable {
     public var kvCacheWindowSize: UInt64 = 0
     public var minKVCacheSize: UInt64 = 0
     public var attnMode: WireAttentionMode = .unspecified
+    /// nil: unspecified (fp32).
+    public var kvCacheDType: DType?
     public init() {}
 }
 

@@ -170,6 +170,8 @@ extension WireAttentionOptions {
         kvCacheWindowSize = c.kv_cache_window_size
         minKVCacheSize = c.min_kv_cache_size
         attnMode = try enumValue(c.attn_mode.rawValue, "WireAttentionOptions", "attn_mode")
+        kvCacheDType = c.kv_cache_dtype.rawValue == 0
+            ? nil : try enumValue(c.kv_cache_dtype.rawValue, "WireAttentionOptions", "kv_cache_dtype") as DType
     }
 }
 

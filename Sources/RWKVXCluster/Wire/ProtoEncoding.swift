@@ -141,6 +141,7 @@ extension WireAttentionOptions {
         m.pointee.kv_cache_window_size = kvCacheWindowSize
         m.pointee.min_kv_cache_size = minKVCacheSize
         m.pointee.attn_mode = Rwkvx__AttentionMode(rawValue: attnMode.rawValue)
+        m.pointee.kv_cache_dtype = Rwkvx__DType(rawValue: kvCacheDType?.rawValue ?? 0)
         return m
     }
 }

@@ -304,10 +304,14 @@ struct  Rwkvx__AttentionOptions
    */
   uint64_t min_kv_cache_size;
   Rwkvx__AttentionMode attn_mode;
+  /*
+   * Element type of the KV cache rows: DTYPE_F32 or DTYPE_F16; unspecified means F32.
+   */
+  Rwkvx__DType kv_cache_dtype;
 };
 #define RWKVX__ATTENTION_OPTIONS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rwkvx__attention_options__descriptor) \
-    , 0, 0, 0, 0, 0, RWKVX__ATTENTION_MODE__ATTENTION_MODE_UNSPECIFIED }
+    , 0, 0, 0, 0, 0, RWKVX__ATTENTION_MODE__ATTENTION_MODE_UNSPECIFIED, RWKVX__DTYPE__DTYPE_UNSPECIFIED }
 
 
 struct  Rwkvx__BlockRef
