@@ -17,10 +17,13 @@ let workerCommand = Command(
         let threads = try SharedOptions.threadCount(args)
         var limit: UInt64?
         if let s = args.string("memory-limit") {
-            guard let gb = Double(s), gb > 0 else { throw UsageError(message: "invalid --memory-limit \(s): expected a positive number of GiB") }
+            guard let gb = Double(s), gb > 0, gb <= 1_048_576 else {
+                throw UsageError(message: "invalid --memory-limit \(s): expected a positive number of GiB, at most 1048576")
+            }
             limit = UInt64(gb * 1_073_741_824)
         }
-        let worker = try StageWorker(options: WorkerOptions(listen: try args.required("listen"), threads: threads,
+        let listen = try Endpoint.validate(try args.required("listen"), what: "--listen")
+        let worker = try StageWorker(options: WorkerOptions(listen: listen, threads: threads,
                                                             memoryLimitBytes: limit, workerID: args.string("id")))
         try worker.run()
     }
@@ -48,6 +51,12 @@ func coordinatorSettings(_ args: Arguments, model: String, workers: [String], li
     case let other: throw UsageError(message: "invalid --wire-dtype \(other): expected fp32, bf16 or fp16")
     }
     o.workerThreads = try args.int("worker-threads", default: 0)
+    guard o.workerThreads >= 0 && o.workerThreads <= 256 else {
+        throw UsageError(message: "invalid --worker-threads \(o.workerThreads): must be between 0 (each worker's own --threads) and 256")
+    }
+    if let plan = o.planFile, !FileManager.default.fileExists(atPath: plan) {
+        throw UsageError(message: "plan file not found: \(plan)")
+    }
     o.maxBatchSessions = try args.int("max-batch", default: 32)
     o.planContextTokens = try args.int("plan-context", default: 1024)
     o.prefillChunk = try args.int("prefill-chunk", default: 256)
@@ -113,6 +122,11 @@ let clusterCommand = Command(
             var spec = LocalClusterSpec(executable: selfExecutable(), model: try args.required("model"), workers: workers,
                                         threadsPerWorker: try args.int("threads", default: max(1, cores / workers)),
                                         runDirectory: runDir)
+            guard spec.threadsPerWorker >= 1 && spec.threadsPerWorker <= 256 else {
+                throw UsageError(message: "invalid --threads \(spec.threadsPerWorker): must be between 1 and 256")
+            }
+            // Check the coordinator options here, so a bad value fails before any process starts.
+            _ = try coordinatorSettings(args, model: spec.model, workers: ["tcp://127.0.0.1:1"], listen: "tcp://127.0.0.1:1")
             spec.transport = args.string("transport") ?? "tcp"
             guard ["tcp", "ipc"].contains(spec.transport) else {
                 throw UsageError(message: "invalid --transport \(spec.transport): expected tcp or ipc")

@@ -34,6 +34,7 @@ let generateCommand = Command(
             if args.has("model") { Output.err("note: --model is ignored with --coordinator; the cluster serves its own model\n") }
             let client = try ClusterClient(endpoint: endpoint)
             try client.checkReachable()
+            try SharedOptions.validateSampling(sampling, vocabularySize: try client.status().vocabSize)
             let report = try client.generate(promptTokens: promptTokens, sampling: sampling, emit: emit)
             emit("\n")
             let rate = report.decodeSeconds > 0 ? Double(report.generatedTokens) / report.decodeSeconds : 0
@@ -45,6 +46,7 @@ let generateCommand = Command(
 
         let attention = try SharedOptions.attentionOptions(args)
         let model = try SharedOptions.loadModel(args, attention: attention)
+        try SharedOptions.validateSampling(sampling, vocabularySize: model.config.vocabSize)
         if let bad = promptTokens.first(where: { $0 >= model.config.vocabSize }) {
             throw UsageError(message: "the prompt encodes to token id \(bad), outside this model's vocabulary (0..<\(model.config.vocabSize)); the World tokenizer needs a model with a 65536-token vocabulary")
         }

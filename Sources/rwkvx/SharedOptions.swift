@@ -91,17 +91,23 @@ enum SharedOptions {
             guard let v = UInt64(seed) else { throw UsageError(message: "invalid --seed \(seed): expected a non-negative integer") }
             s.seed = v
         }
+        try validateSampling(s, vocabularySize: nil)
+        return s
+    }
+
+    /// Checks sampling options, with token ids against `vocabularySize` when given, and
+    /// names the command-line option in the error rather than the Swift property.
+    static func validateSampling(_ s: SamplingOptions, vocabularySize: Int?) throws {
         do {
-            try s.validate()
+            try s.validate(vocabularySize: vocabularySize)
         } catch {
-            // Name the command-line option rather than the Swift property.
             let names = ["maxTokens": "--max-tokens", "temperature": "--temperature", "topP": "--top-p",
                          "topK": "--top-k", "presencePenalty": "--presence-penalty",
                          "frequencyPenalty": "--frequency-penalty", "penaltyDecay": "--penalty-decay",
                          "bannedTokens": "--ban", "stopTokens": "--stop-tokens", "stopStrings": "--stop", "seed": "--seed"]
-            throw UsageError(message: "invalid \(names[error.option] ?? error.option) \(error.value): expected \(error.allowed)")
+            let property = String(error.option.prefix { $0 != "[" })
+            throw UsageError(message: "invalid \(names[property] ?? error.option) \(error.value): expected \(error.allowed)")
         }
-        return s
     }
 
     /// Loads a model with progress on stderr.

@@ -99,5 +99,18 @@ final class ClusterRobustnessTests: XCTestCase {
         XCTAssertThrowsError(try ClusterEngine(client: client, config: config)) { error in
             XCTAssertTrue("\(error)".contains("is down"), "\(error)")
         }
+
+        // A worker started again on the same endpoint is re-admitted and serves new sessions.
+        let restarted = Process()
+        restarted.executableURL = URL(fileURLWithPath: TestCluster.binary)
+        restarted.arguments = ["worker", "--listen", record.workers[1], "--threads", "1"]
+        restarted.standardError = FileHandle.nullDevice
+        try restarted.run()
+        defer { restarted.terminate() }
+        let deadline = Date().addingTimeInterval(30)
+        while try !client.status().stages.allSatisfy(\.alive) && Date() < deadline { usleep(200_000) }
+        XCTAssertEqual(try client.status().stages.map(\.alive), [true, true])
+        let again = try ClusterEngine(client: client, config: config)
+        XCTAssertEqual(try again.forward([1, 2, 3], fullOutput: false).count, config.vocabSize)
     }
 }

@@ -80,10 +80,12 @@ public struct ClusterStatus: Codable, Sendable {
     public var attention: RWKVX.AttentionOptions
     /// Content fingerprint of every tensor of the served checkpoint.
     public var modelFingerprint: String
+    /// Vocabulary size of the served model.
+    public var vocabSize: Int
 
     enum CodingKeys: String, CodingKey {
         case model, stages, sessions, attention
-        case modelFingerprint = "model_fingerprint"
+        case modelFingerprint = "model_fingerprint", vocabSize = "vocab_size"
         case generatedTokens = "generated_tokens", uptimeSeconds = "uptime_seconds"
         case bytesPerTokenPerHop = "bytes_per_token_per_hop"
     }

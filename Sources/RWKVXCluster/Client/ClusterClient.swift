@@ -53,12 +53,25 @@ public final class ClusterClient {
     /// Receives the next reply and its payload frame, if any; an error reply is thrown.
     func receive() throws -> (ClientReply, [UInt8]?) {
         let deadline = Date().addingTimeInterval(timeoutSeconds)
+        var lastCheck = Date()
         while true {
             let remaining = deadline.timeIntervalSinceNow
             guard remaining > 0 else {
                 throw ClusterClientError(message: "no reply from the coordinator at \(endpoint) in \(Int(timeoutSeconds)) s; is it running (rwkvx cluster status)?")
             }
-            guard let frames = try socket.receive(timeoutMillis: min(Int(remaining * 1000) + 1, 1000)) else { continue }
+            guard let frames = try socket.receive(timeoutMillis: min(Int(remaining * 1000) + 1, 1000)) else {
+                // A long step legitimately keeps the reply waiting, but a coordinator that
+                // died never replies: check on a separate connection every 15 s.
+                if Date().timeIntervalSince(lastCheck) > 15 && timeoutSeconds > 15 {
+                    lastCheck = Date()
+                    let probe = try ClusterClient(endpoint: endpoint, timeoutSeconds: 5)
+                    defer { probe.close() }
+                    guard (try? probe.status()) != nil else {
+                        throw ClusterClientError(message: "the coordinator at \(endpoint) stopped answering; the request is lost")
+                    }
+                }
+                continue
+            }
             guard let header = frames.first else { continue }
             let reply = try ClientCoding.decode(ClientReply.self, header)
             if reply.op == "error" {

@@ -15,7 +15,7 @@ extension Coordinator {
             return
         }
         if let s = deadStage, request.op != "status", request.op != "shutdown" {
-            replyClient(client, .error("stage \(s) (worker \(plan[s].worker)) is down; restart the cluster"))
+            replyClient(client, .error("stage \(s) (worker \(plan[s].worker)) is down; the coordinator re-admits it when it answers again, or restart the cluster"))
             return
         }
         switch request.op {
@@ -31,9 +31,14 @@ extension Coordinator {
         case "forward": queueForward(client, request)
         case "state": requestState(client, request)
         case "close":
-            guard let id = request.session, sessions[id] != nil else {
+            guard let id = request.session, let session = sessions[id], session.generation == nil else {
                 replyClient(client, .error("unknown session \(request.session ?? 0)"))
                 return
+            }
+            // Clients still waiting for a step of this session get an error, not silence.
+            for waiting in Set(session.pending.compactMap(\.replyTo) + [session.current?.plan.replyTo].compactMap { $0 })
+            where waiting != client {
+                replyClient(waiting, .error("session \(id) was closed by another request"))
             }
             closeSession(id)
             replyClient(client, ClientReply(op: "closed"))
@@ -89,7 +94,7 @@ extension Coordinator {
         sampling.bannedTokens += Array(tokenizer.vocabularySize..<max(config.vocabSize, tokenizer.vocabularySize))
         if sampling.seed == nil { sampling.seed = UInt64.random(in: 0...UInt64.max) }
         do {
-            try sampling.validate()
+            try sampling.validate(vocabularySize: config.vocabSize)
         } catch {
             replyClient(client, .error("\(error)"))
             return
@@ -187,7 +192,8 @@ extension Coordinator {
     // MARK: - Logits API
 
     func queueForward(_ client: [UInt8], _ request: ClientRequest) {
-        guard let id = request.session, let session = sessions[id] else {
+        // Generation sessions belong to their generate request; nobody else may step them.
+        guard let id = request.session, let session = sessions[id], session.generation == nil else {
             replyClient(client, .error("unknown session \(request.session ?? 0); open one first"))
             return
         }
@@ -206,10 +212,15 @@ extension Coordinator {
     }
 
     func requestState(_ client: [UInt8], _ request: ClientRequest) {
-        guard let id = request.session, let session = sessions[id] else {
+        guard let id = request.session, let session = sessions[id], session.generation == nil else {
             replyClient(client, .error("unknown session \(request.session ?? 0)"))
             return
         }
+        guard snapshots[id] == nil else {
+            replyClient(client, .error("a state request for session \(id) is already in progress; retry after its reply"))
+            return
+        }
+        session.lastActivity = Date()
         guard session.current == nil && session.pending.isEmpty else {
             replyClient(client, .error("session \(id) has steps in progress; ask for its state after their replies"))
             return
@@ -260,6 +271,7 @@ extension Coordinator {
         return ClusterStatus(model: options.modelPath, stages: stages, sessions: sessions.count,
                              generatedTokens: generatedTokens, uptimeSeconds: Date().timeIntervalSince(started),
                              bytesPerTokenPerHop: hopTokens == 0 ? 0 : Double(hopBytes) / Double(hopTokens) / Double(max(plan.count - 1, 1)),
-                             attention: options.attention, modelFingerprint: modelFingerprint)
+                             attention: options.attention, modelFingerprint: modelFingerprint,
+                             vocabSize: config.vocabSize)
     }
 }

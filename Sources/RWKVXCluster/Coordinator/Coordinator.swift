@@ -57,12 +57,21 @@ public struct CoordinatorError: Error, CustomStringConvertible {
 }
 
 /// One worker connection.
+/// Progress of bringing a dead worker back.
+enum Readmission {
+    case none, helloSent, assignmentSent
+}
+
 struct WorkerLink {
     let endpoint: String
     let socket: ZmqSocket
     var hello: WorkerHello?
     var lastHeard = Date()
     var alive = true
+    var readmission = Readmission.none
+    var readmissionSent = Date.distantPast
+    /// Registration requests sent to this worker since it went down.
+    var pokes = 0
     var health = Health()
     var hopMicros: [UInt64] = []
 }
@@ -99,6 +108,7 @@ public final class Coordinator {
     let clusterID: String
     var lastHeartbeat = Date.distantPast
     var lastIdleScan = Date()
+    var lastLivenessCheck = Date()
     var generatedTokens: UInt64 = 0
     var hopBytes: UInt64 = 0
     var hopTokens: UInt64 = 0
@@ -177,21 +187,8 @@ public final class Coordinator {
         inFlight = Array(repeating: nil, count: plan.count)
 
         // assignment: every worker loads its stage in parallel
-        let order = config.executionOrder
-        for (s, stage) in plan.enumerated() {
-            var a = StageAssignment()
-            a.stageIndex = UInt32(s)
-            a.stageCount = UInt32(plan.count)
-            a.modelPath = options.modelPath
-            a.checkpointFingerprint = checkpoint.fingerprint
-            a.blocks = order[stage.positions].map(\.wire)
-            a.stageFingerprint = try StageTensors.fingerprint(checkpoint: checkpoint, config: config, positions: stage.positions)
-            a.hasEmbedding = stage.first == 0
-            a.hasHead = stage.positions.upperBound == order.count
-            a.attention = options.attention.wire
-            a.wireDType = options.wireDType
-            a.threads = UInt32(options.workerThreads)
-            try send(stageLink[s], .stageAssignment(a))
+        for s in plan.indices {
+            try send(stageLink[s], .stageAssignment(try assignment(stage: s)))
         }
         for (s, _) in plan.enumerated() {
             let reply = try awaitReply(link: stageLink[s], deadline: deadline, what: "stage assignment")
@@ -204,6 +201,25 @@ public final class Coordinator {
         let table = StagePlanner.describe(plan, config: config)
         log.info("serving", ["endpoint": endpoint, "stages": plan.count, "model": options.modelPath])
         return table
+    }
+
+    /// The StageAssignment of stage `s`.
+    func assignment(stage s: Int) throws -> StageAssignment {
+        let order = config.executionOrder
+        let stage = plan[s]
+        var a = StageAssignment()
+        a.stageIndex = UInt32(s)
+        a.stageCount = UInt32(plan.count)
+        a.modelPath = options.modelPath
+        a.checkpointFingerprint = checkpoint.fingerprint
+        a.blocks = order[stage.positions].map(\.wire)
+        a.stageFingerprint = try StageTensors.fingerprint(checkpoint: checkpoint, config: config, positions: stage.positions)
+        a.hasEmbedding = stage.first == 0
+        a.hasHead = stage.positions.upperBound == order.count
+        a.attention = options.attention.wire
+        a.wireDType = options.wireDType
+        a.threads = UInt32(options.workerThreads)
+        return a
     }
 
     /// Waits for the next message from one worker during start-up.
@@ -262,14 +278,21 @@ public final class Coordinator {
 
     func handleWorker(_ i: Int, _ frames: [[UInt8]]) {
         links[i].lastHeard = Date()
-        if !links[i].alive {
-            log.warning("message from a worker marked dead; its sessions have already failed", ["worker": links[i].endpoint])
-        }
         let message: WireMessage
         do {
             message = try WireMessage.decode(frames)
         } catch {
             log.warning("malformed message from worker", ["worker": links[i].endpoint, "error": error])
+            return
+        }
+        if !links[i].alive {
+            readmit(i, message)
+            return
+        }
+        if case .error(let report) = message.body, report.code == .notRegistered {
+            // The worker restarted: every session's state on its stage is gone.
+            workerLost(i, reason: "worker \(links[i].endpoint) restarted and lost its sessions")
+            readmit(i, nil)
             return
         }
         switch message.body {
@@ -290,6 +313,14 @@ public final class Coordinator {
 
     func checkLiveness() {
         let now = Date()
+        // When this process itself was stopped or starved, silence says nothing about the
+        // workers: restart their clocks instead of declaring them dead.
+        if now.timeIntervalSince(lastLivenessCheck) > 3 {
+            log.warning("event loop stalled; resetting worker liveness clocks",
+                        ["stalled_seconds": Int(now.timeIntervalSince(lastLivenessCheck))])
+            for i in links.indices { links[i].lastHeard = now }
+        }
+        lastLivenessCheck = now
         if now.timeIntervalSince(lastIdleScan) >= 5 {
             lastIdleScan = now
             for session in Array(sessions.values) where session.current == nil && session.pending.isEmpty
@@ -304,20 +335,22 @@ public final class Coordinator {
             for i in links.indices where links[i].alive {
                 try? send(i, .heartbeat(Heartbeat(sentUnixMicros: micros)))
             }
+            // Poke dead workers so that a restarted or resumed one can come back. libzmq
+            // queues the messages while the peer is away and delivers them on reconnect,
+            // so the number of pokes stays below the send high-water mark (32).
+            for i in links.indices where !links[i].alive && links[i].pokes < 20
+                && now.timeIntervalSince(links[i].readmissionSent) > 5 {
+                links[i].readmission = .none
+                links[i].pokes += 1
+                readmit(i, nil)
+            }
         }
         for (s, link) in stageLink.enumerated() where links[link].alive {
             // A worker computing a batch cannot reply to heartbeats, so the limit grows
             // with the batch by a generous 50 ms per token.
             let limit = silenceLimitSeconds + 0.05 * Double(inFlight[s]?.tokens ?? 0)
             if now.timeIntervalSince(links[link].lastHeard) > limit {
-                links[link].alive = false
-                log.error("worker stopped responding", ["stage": s, "worker": links[link].endpoint,
-                                                        "silent_seconds": Int(now.timeIntervalSince(links[link].lastHeard))])
-                // NOTE: no failover yet: every session spans every stage, so all are lost.
-                for id in Array(sessions.keys) {
-                    failSession(id, "stage \(s) (worker \(links[link].endpoint)) stopped responding; the session is lost")
-                }
-                inFlight[s] = nil
+                workerLost(link, reason: "stage \(s) (worker \(links[link].endpoint)) stopped responding for \(Int(now.timeIntervalSince(links[link].lastHeard))) s")
                 continue
             }
             // A live worker that lost a batch (its reply could not be sent) would leave
@@ -330,6 +363,53 @@ public final class Coordinator {
                     failSession(id, "stage \(s) did not return batch \(batch.batchID) in \(Int(3 * limit)) s; the session is lost")
                 }
             }
+        }
+    }
+
+    /// Marks a worker's stage down and fails every session, since each spans all stages.
+    func workerLost(_ i: Int, reason: String) {
+        links[i].alive = false
+        links[i].readmission = .none
+        log.error("stage down", ["worker": links[i].endpoint, "reason": reason])
+        // NOTE: no failover yet: sessions cannot continue without their state on that stage.
+        for id in Array(sessions.keys) { failSession(id, "\(reason); the session is lost") }
+        for s in stageLink.indices where stageLink[s] == i { inFlight[s] = nil }
+    }
+
+    /// Brings a dead worker back when it speaks again: registration, then its stage's
+    /// assignment (which drops any old sessions it held), then it serves new sessions.
+    func readmit(_ i: Int, _ message: WireMessage?) {
+        switch (links[i].readmission, message?.body) {
+        case (.none, _):
+            links[i].readmission = .helloSent
+            links[i].readmissionSent = Date()
+            var hello = CoordinatorHello()
+            hello.clusterID = clusterID
+            hello.buildID = "rwkvx"
+            try? send(i, .coordinatorHello(hello))
+            log.debug("asking a dead worker to register again", ["worker": links[i].endpoint])
+        case (.helloSent, .workerHello(let h)?):
+            links[i].hello = h
+            links[i].readmission = .assignmentSent
+            log.info("re-admitting worker", ["worker": links[i].endpoint])
+            for s in stageLink.indices where stageLink[s] == i {
+                do {
+                    try send(i, .stageAssignment(try assignment(stage: s)))
+                } catch {
+                    log.error("re-assignment failed", ["stage": s, "error": error])
+                }
+            }
+        case (.assignmentSent, .assignmentAck(let ack)?):
+            links[i].readmission = .none
+            links[i].alive = true
+            links[i].pokes = 0
+            log.info("stage back in service", ["stage": ack.stageIndex, "worker": links[i].endpoint])
+        case (_, .error(let report)?):
+            links[i].readmission = .none
+            log.warning("worker refused re-admission", ["worker": links[i].endpoint, "code": report.code,
+                                                        "error": report.message])
+        default:
+            break
         }
     }
 

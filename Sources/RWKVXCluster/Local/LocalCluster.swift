@@ -124,7 +124,7 @@ public enum LocalCluster {
         }
         let deadline = Date().addingTimeInterval(10)
         while record.pids.contains(where: isRunning) && Date() < deadline { usleep(100_000) }
-        for pid in record.pids where isRunning(pid) {
+        for pid in record.pids where isRunning(pid) && isRWKVX(pid) {
             kill(pid, SIGTERM)
             progress("sent SIGTERM to pid \(pid)")
         }
@@ -139,7 +139,7 @@ public enum LocalCluster {
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
 
         var attributes = posix_spawnattr_t()
@@ -176,6 +176,13 @@ public enum LocalCluster {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         return result == 0
+    }
+
+    /// True when `pid` runs an rwkvx binary, so a stale record never signals another program.
+    static func isRWKVX(_ pid: Int32) -> Bool {
+        guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+        let arguments = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        return arguments.prefix(2).contains { $0.hasSuffix("rwkvx") }
     }
 
     public static func isRunning(_ pid: Int32) -> Bool {

@@ -130,13 +130,13 @@ public final class StageWorker {
             try register(peer: peer, hello, message)
             return
         }
+        guard let current = owner, current.peer == peer else {
+            throw WorkerFailure(code: .notRegistered, message: "send CoordinatorHello before any other message")
+        }
         if case .shutdown(let shutdown) = message.body {
             log.info("shutdown requested", ["worker": options.workerID, "reason": shutdown.reason])
             running = false
             return
-        }
-        guard let current = owner, current.peer == peer else {
-            throw WorkerFailure(code: .notRegistered, message: "send CoordinatorHello before any other message")
         }
         owner = (current.peer, current.clusterID, Date())
         switch message.body {
@@ -195,8 +195,9 @@ public final class StageWorker {
         }
         if let current = owner, current.peer != peer,
            Date().timeIntervalSince(current.lastHeard) < ownerSilenceSeconds {
+            let silent = Int(Date().timeIntervalSince(current.lastHeard))
             throw WorkerFailure(code: .assignmentFailed,
-                                message: "worker \(options.workerID) already serves cluster \(current.clusterID), whose coordinator is alive; stop that cluster or use another worker")
+                                message: "worker \(options.workerID) serves cluster \(current.clusterID), whose coordinator was heard \(silent) s ago; stop that cluster, or if it has stopped retry in \(Int(ownerSilenceSeconds) - silent + 1) s")
         }
         if let current = owner, current.peer != peer {
             log.warning("coordinator taken over after silence", ["worker": options.workerID, "old_cluster": current.clusterID,
