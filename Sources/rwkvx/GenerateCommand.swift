@@ -64,7 +64,7 @@ let generateCommand = Command(
     }
 )
 
-/// The prompt's bytes from --prompt or --prompt-file (exactly one of them).
+/// Reads the prompt's bytes from --prompt or --prompt-file (exactly one of them).
 func readPrompt(_ args: Arguments) throws -> [UInt8] {
     if let file = args.string("prompt-file") {
         guard args.string("prompt") == nil else {

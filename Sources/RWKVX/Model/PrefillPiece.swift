@@ -3,7 +3,7 @@
 // sparse blocks take every decision from the call (its length, where it starts in
 // the cache, chunk boundaries counted from its first token), never from the piece.
 
-/// Where a piece of rows sits in the prefill call it belongs to.
+/// The position of a piece of rows in the prefill call it belongs to.
 public struct PrefillPiece: Sendable, Equatable, CustomStringConvertible {
     /// Tokens of the whole call (at least 2: a one-token call is a decode).
     public var callTokens: Int
@@ -21,9 +21,9 @@ public struct PrefillPiece: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// Whether a call may run as pieces without changing results. The reference
-    /// compresses the KV cache at the start of a call, using every token of the call
-    /// as a query, so a call is split only when compression cannot trigger: the
-    /// cache, at most `cachedTokens` rows, is within `maxKVCacheSize` (0: never).
+    /// compresses the KV cache at the start of a call with every token of the call as
+    /// a query. So a call is split only when compression cannot trigger, that is when
+    /// the cache (at most `cachedTokens` rows) is within `maxKVCacheSize` (0: never).
     public static func canSplit(cachedTokens: Int, options: AttentionOptions) -> Bool {
         options.maxKVCacheSize == 0 || cachedTokens <= options.maxKVCacheSize
     }

@@ -31,7 +31,7 @@ public final class ClusterClient {
         socket.close()
     }
 
-    /// Checks within `seconds` that a coordinator answers, so that a wrong endpoint
+    /// Checks within `seconds` that a coordinator replies, so that a wrong endpoint
     /// fails fast instead of after the long reply timeout.
     public func checkReachable(seconds: Double = 5) throws {
         let saved = timeoutSeconds
@@ -40,7 +40,7 @@ public final class ClusterClient {
         do {
             _ = try status()
         } catch let error as ClusterClientError where error.message.hasPrefix("no reply") {
-            throw ClusterClientError(message: "no coordinator answers at \(endpoint) within \(Int(seconds)) s; start one (rwkvx cluster up) or check the endpoint")
+            throw ClusterClientError(message: "no coordinator replied at \(endpoint) within \(Int(seconds)) s; start one (rwkvx cluster up) or check the endpoint")
         }
     }
 
@@ -67,7 +67,7 @@ public final class ClusterClient {
                     let probe = try ClusterClient(endpoint: endpoint, timeoutSeconds: 5)
                     defer { probe.close() }
                     guard (try? probe.status()) != nil else {
-                        throw ClusterClientError(message: "the coordinator at \(endpoint) stopped answering; the request is lost")
+                        throw ClusterClientError(message: "the coordinator at \(endpoint) stopped responding; the request is lost")
                     }
                 }
                 continue

@@ -122,7 +122,7 @@ extension Coordinator {
 
     /// Splits a prompt into prefill pieces of at most `prefillChunk` tokens, so that a
     /// long prompt shares batches with other sessions' decode steps instead of stalling
-    /// them; the last piece samples. Pieces carry the call they belong to, which makes
+    /// them. The last piece samples. Pieces carry the call they belong to, which makes
     /// them exact (PrefillPiece), unless the KV cache could be compressed at the start
     /// of the call: then the prompt runs as one step, as in the reference.
     func promptSteps(_ tokens: [Int], session: ClusterSession) -> [SessionStepPlan] {
@@ -192,7 +192,7 @@ extension Coordinator {
     // MARK: - Logits API
 
     func queueForward(_ client: [UInt8], _ request: ClientRequest) {
-        // Generation sessions belong to their generate request; nobody else may step them.
+        // A generation session belongs to its generate request, and no other request may step it.
         guard let id = request.session, let session = sessions[id], session.generation == nil else {
             replyClient(client, .error("unknown session \(request.session ?? 0); open one first"))
             return

@@ -203,7 +203,7 @@ public final class Coordinator {
         return table
     }
 
-    /// The StageAssignment of stage `s`.
+    /// Builds the StageAssignment of stage `s`.
     func assignment(stage s: Int) throws -> StageAssignment {
         let order = config.executionOrder
         let stage = plan[s]
@@ -313,8 +313,8 @@ public final class Coordinator {
 
     func checkLiveness() {
         let now = Date()
-        // When this process itself was stopped or starved, silence says nothing about the
-        // workers: restart their clocks instead of declaring them dead.
+        // When this process itself was stopped or starved, the workers' silence is not
+        // theirs, so restart their clocks instead of declaring them dead.
         if now.timeIntervalSince(lastLivenessCheck) > 3 {
             log.warning("event loop stalled; resetting worker liveness clocks",
                         ["stalled_seconds": Int(now.timeIntervalSince(lastLivenessCheck))])
@@ -406,7 +406,7 @@ public final class Coordinator {
             log.info("stage back in service", ["stage": ack.stageIndex, "worker": links[i].endpoint])
         case (_, .error(let report)?):
             links[i].readmission = .none
-            log.warning("worker refused re-admission", ["worker": links[i].endpoint, "code": report.code,
+            log.warning("worker rejected re-admission", ["worker": links[i].endpoint, "code": report.code,
                                                         "error": report.message])
         default:
             break

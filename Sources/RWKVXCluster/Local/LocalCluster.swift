@@ -63,7 +63,7 @@ public enum LocalCluster {
             guard spec.basePort >= 1, spec.basePort + spec.workers <= 65535 else {
                 throw ClusterClientError(message: "invalid --base-port \(spec.basePort): ports \(spec.basePort)-\(spec.basePort + spec.workers) must lie in 1-65535")
             }
-            // Another cluster on these ports would answer our status checks and later
+            // Another cluster on these ports would reply to our status checks and later
             // receive our `cluster down`, so refuse to start on ports in use.
             for port in spec.basePort...(spec.basePort + spec.workers) where !isPortFree(port) {
                 throw ClusterClientError(message: "port \(port) on 127.0.0.1 is in use; pick another --base-port or stop what uses it")
@@ -100,7 +100,7 @@ public enum LocalCluster {
                 if let client = try? ClusterClient(endpoint: coordinatorEndpoint, timeoutSeconds: 1),
                    let status = try? client.status() {
                     guard status.model == spec.model, pids.allSatisfy(isRunning) else {
-                        throw ClusterClientError(message: "another cluster answers on \(coordinatorEndpoint) (serving \(status.model)); pick another --base-port")
+                        throw ClusterClientError(message: "another cluster replies on \(coordinatorEndpoint) (serving \(status.model)); pick another --base-port")
                     }
                     return record
                 }
