@@ -66,7 +66,7 @@ static void quantize_q8_scalar(const float *x, size_t n_tok, size_t cols, void *
 
 // AVX2 (also used by the AVX-512 level): bit-identical to the reference. The
 // block maximum ignores NaN as the scalar compare does, and roundf is computed
-// as trunc(v) plus sign(v) where |v - trunc(v)| >= 0.5; v - trunc(v) is exact.
+// as trunc(v) plus sign(v) where |v - trunc(v)| >= 0.5, a difference that is exact.
 #pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
 
 static void quantize_q8_avx2(const float *x, size_t n_tok, size_t cols, void *out) {
@@ -106,7 +106,7 @@ static void quantize_q8_avx2(const float *x, size_t n_tok, size_t cols, void *ou
                 r = _mm256_min_ps(_mm256_max_ps(r, low), high);
                 n[i] = _mm256_cvttps_epi32(r);
             }
-            // Pack 4 x 8 int32 to 32 int8; packs work per 128-bit half, the permute restores column order.
+            // Pack 4 x 8 int32 to 32 int8. The packs work per 128-bit half, so a permute restores column order.
             const __m256i words = _mm256_packs_epi16(_mm256_packs_epi32(n[0], n[1]), _mm256_packs_epi32(n[2], n[3]));
             _mm256_storeu_si256((__m256i *)(q + b), _mm256_permutevar8x32_epi32(words, order));
             q8_fill_lanes(q, b, scale, corrections, lane_scales);

@@ -169,7 +169,7 @@ final class FastPathTests: XCTestCase {
     /// Every level quantises activations to the same bytes as the scalar reference,
     /// including exact halves, values just below a half, NaN, infinities, zeros and
     /// a column count that leaves a partial block.
-    func testQ8ActivationQuantisationLevelsAreBitIdentical() {
+    func testQ8QuantisationMatchesScalar() {
         let cols = 200, nTok = 5
         var x = (0..<(nTok * cols)).map { Float(($0 * 104_729) % 2001) / 500 - 2 }
         // Token 1: values whose scaled magnitude lands on k + 0.5 (block maximum 127).
@@ -179,7 +179,7 @@ final class FastPathTests: XCTestCase {
             x[2 * cols + c] = c % 32 == 0 ? -127 : (c % 3 == 0 ? Float(c % 50) + Float(0.5).nextDown : -0.0)
         }
         x[2 * cols + 7] = .leastNonzeroMagnitude
-        // Token 3: NaN and infinity inside blocks; token 4: all zeros.
+        // Token 3: NaN and infinities inside blocks. Token 4: all zeros.
         x[3 * cols + 5] = .nan
         x[3 * cols + 40] = .infinity
         x[3 * cols + 70] = -.infinity
