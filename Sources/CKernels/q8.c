@@ -26,7 +26,18 @@ static size_t padded_cols(size_t cols) { return (cols + 63) / 64 * 64; }
 
 size_t rwkvx_q8_token_bytes(size_t cols) { return 3 * padded_cols(cols); }
 
-void rwkvx_quantize_q8_activations(const float *x, size_t n_tok, size_t cols, void *out) {
+// Fills the lane data (corrections and block scales) of one quantised block.
+static inline void q8_fill_lanes(const int8_t *q, size_t b, float scale, int32_t *corrections, float *lane_scales) {
+    for (size_t lane = b / 4; lane < (b + Q8_BLOCK) / 4; lane++) {
+        int32_t sum = 0;
+        for (int i = 0; i < 4; i++) sum += q[lane * 4 + i];
+        corrections[lane] = -128 * sum;
+        lane_scales[lane] = scale;
+    }
+}
+
+// Reference: per element roundf (halves away from zero), NaN to 0, clamp to +-127.
+static void quantize_q8_scalar(const float *x, size_t n_tok, size_t cols, void *out) {
     const size_t pad = padded_cols(cols), stride = 3 * pad;
     for (size_t t = 0; t < n_tok; t++) {
         const float *row = x + t * cols;
@@ -48,13 +59,68 @@ void rwkvx_quantize_q8_activations(const float *x, size_t n_tok, size_t cols, vo
                 if (v < -127.0f) v = -127.0f;
                 q[c] = (int8_t)v;
             }
-            for (size_t lane = b / 4; lane < (b + Q8_BLOCK) / 4; lane++) {
-                int32_t sum = 0;
-                for (int i = 0; i < 4; i++) sum += q[lane * 4 + i];
-                corrections[lane] = -128 * sum;
-                lane_scales[lane] = scale;
-            }
+            q8_fill_lanes(q, b, scale, corrections, lane_scales);
         }
+    }
+}
+
+// AVX2 (also used by the AVX-512 level): bit-identical to the reference. The
+// block maximum ignores NaN as the scalar compare does, and roundf is computed
+// as trunc(v) plus sign(v) where |v - trunc(v)| >= 0.5, a difference that is exact.
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+
+static void quantize_q8_avx2(const float *x, size_t n_tok, size_t cols, void *out) {
+    const size_t pad = padded_cols(cols), stride = 3 * pad;
+    const __m256 sign = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+    const __m256 high = _mm256_set1_ps(127.0f), low = _mm256_set1_ps(-127.0f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (size_t t = 0; t < n_tok; t++) {
+        const float *row = x + t * cols;
+        int8_t *q = (int8_t *)((char *)out + t * stride);
+        int32_t *corrections = (int32_t *)(q + pad);
+        float *lane_scales = (float *)(corrections + pad / 4);
+        for (size_t b = 0; b < pad; b += Q8_BLOCK) {
+            __m256 v[4];
+            if (b + Q8_BLOCK <= cols) {
+                for (int i = 0; i < 4; i++) v[i] = _mm256_loadu_ps(row + b + 8 * i);
+            } else {
+                _Alignas(32) float tail[Q8_BLOCK] = {0};
+                if (b < cols) memcpy(tail, row + b, (cols - b) * sizeof(float));
+                for (int i = 0; i < 4; i++) v[i] = _mm256_load_ps(tail + 8 * i);
+            }
+            // max_ps returns its second operand when one is NaN, so NaN inputs are skipped.
+            __m256 m = _mm256_setzero_ps();
+            for (int i = 0; i < 4; i++) m = _mm256_max_ps(_mm256_andnot_ps(sign, v[i]), m);
+            __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+            const float scale = _mm_cvtss_f32(m4) / 127.0f;
+            const __m256 inverse = _mm256_set1_ps(scale > 0.0f ? 1.0f / scale : 0.0f);
+            __m256i n[4];
+            for (int i = 0; i < 4; i++) {
+                const __m256 s = _mm256_mul_ps(v[i], inverse);
+                const __m256 whole = _mm256_round_ps(s, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+                const __m256 away = _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(s, whole)), half, _CMP_GE_OQ);
+                const __m256 step = _mm256_and_ps(away, _mm256_or_ps(_mm256_and_ps(s, sign), one));
+                __m256 r = _mm256_and_ps(_mm256_add_ps(whole, step), _mm256_cmp_ps(s, s, _CMP_ORD_Q));
+                r = _mm256_min_ps(_mm256_max_ps(r, low), high);
+                n[i] = _mm256_cvttps_epi32(r);
+            }
+            // Pack 4 x 8 int32 to 32 int8. The packs work per 128-bit half, so a permute restores column order.
+            const __m256i words = _mm256_packs_epi16(_mm256_packs_epi32(n[0], n[1]), _mm256_packs_epi32(n[2], n[3]));
+            _mm256_storeu_si256((__m256i *)(q + b), _mm256_permutevar8x32_epi32(words, order));
+            q8_fill_lanes(q, b, scale, corrections, lane_scales);
+        }
+    }
+}
+
+#pragma clang attribute pop
+
+void rwkvx_quantize_q8_activations(const float *x, size_t n_tok, size_t cols, void *out) {
+    if (rwkvx_get_level() >= RWKVX_LEVEL_AVX2) {
+        quantize_q8_avx2(x, n_tok, cols, out);
+    } else {
+        quantize_q8_scalar(x, n_tok, cols, out);
     }
 }
 

@@ -165,6 +165,38 @@ final class FastPathTests: XCTestCase {
         }
         XCTAssertGreaterThan(Set(scalar).count, rows * nTok / 2, "outputs are not degenerate")
     }
+
+    /// Every level quantises activations to the same bytes as the scalar reference,
+    /// including exact halves, values just below a half, NaN, infinities, zeros and
+    /// a column count that leaves a partial block.
+    func testQ8QuantisationMatchesScalar() {
+        let cols = 200, nTok = 5
+        var x = (0..<(nTok * cols)).map { Float(($0 * 104_729) % 2001) / 500 - 2 }
+        // Token 1: values whose scaled magnitude lands on k + 0.5 (block maximum 127).
+        for c in 0..<cols { x[cols + c] = c % 32 == 0 ? 127 : Float(c % 64) + 0.5 }
+        // Token 2: just below halves, negative zero and a subnormal.
+        for c in 0..<cols {
+            x[2 * cols + c] = c % 32 == 0 ? -127 : (c % 3 == 0 ? Float(c % 50) + Float(0.5).nextDown : -0.0)
+        }
+        x[2 * cols + 7] = .leastNonzeroMagnitude
+        // Token 3: NaN and infinities inside blocks. Token 4: all zeros.
+        x[3 * cols + 5] = .nan
+        x[3 * cols + 40] = .infinity
+        x[3 * cols + 70] = -.infinity
+        for c in 0..<cols { x[4 * cols + c] = 0 }
+
+        var results: [Int32: [UInt8]] = [:]
+        KernelLevelLock.withLevels { level in
+            var xq = [UInt8](repeating: 0xAB, count: nTok * rwkvx_q8_token_bytes(cols))
+            rwkvx_quantize_q8_activations(x, nTok, cols, &xq)
+            results[level] = xq
+        }
+        let scalar = results[Int32(RWKVX_LEVEL_SCALAR.rawValue)]!
+        for (level, bytes) in results {
+            XCTAssertEqual(bytes, scalar, "level \(level) vs scalar")
+        }
+        XCTAssertGreaterThan(Set(scalar[0..<cols]).count, 100, "quantised values are not degenerate")
+    }
 }
 
 /// Serialises tests that switch the process-wide kernel level, and restores it.

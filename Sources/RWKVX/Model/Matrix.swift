@@ -92,13 +92,22 @@ public struct Matrix: @unchecked Sendable {
 
     /// Builds the transpose of a [cols, rows] tensor in fp32: LoRA factors are stored
     /// [in, out] (used as x @ W), and the kernels want [out, in].
-    static func transposed(_ view: TensorView) -> Matrix {
+    static func transposed(_ view: TensorView, keepBF16: Bool = false) -> Matrix {
         precondition(view.shape.count == 2)
         let inner = view.shape[0], outer = view.shape[1]
         let values = view.toFloat32()
         var t = [Float](repeating: 0, count: values.count)
         for i in 0..<inner {
             for o in 0..<outer { t[o * inner + i] = values[i * outer + o] }
+        }
+        if keepBF16 && view.dtype == .bfloat16 {
+            // Every value came from a bf16, so its low 16 bits are zero and the
+            // truncation is exact: the kernels read back the same fp32 values.
+            let buffer = OwnedBuffer(byteCount: t.count * 2)
+            let halves = buffer.pointer.bindMemory(to: UInt16.self, capacity: t.count)
+            for index in t.indices { halves[index] = UInt16(truncatingIfNeeded: t[index].bitPattern >> 16) }
+            return Matrix(rows: outer, cols: inner, dtype: RWKVX_DTYPE_BF16, data: UnsafeRawPointer(buffer.pointer),
+                          scales: nil, owners: [buffer])
         }
         return Matrix(rows: outer, cols: inner, float32: t)
     }

@@ -82,19 +82,25 @@ private func timeMix(_ x: UnsafeMutablePointer<Float>, vFirst: UnsafeMutablePoin
     if let v1 = w.v1 { ws.tasks.append(MatmulTask(v1, ws.mixV.base, ws.loraValue.base)) }
     ws.runQueuedMatmuls(pool: pool)
 
-    // second LoRA factors: decay, in-context rate, gate and value-residual pre-activations
+    // second LoRA factors (decay, in-context rate, gate and value-residual
+    // pre-activations), run inside the per-head region below. Each (session, head)
+    // item computes its head's rows for its session's tokens, so no barrier is needed.
     ws.tasks.append(MatmulTask(w.w2, ws.loraDecay.base, ws.decay.base))
     ws.tasks.append(MatmulTask(w.a2, ws.loraRate.base, ws.rate.base))
     ws.tasks.append(MatmulTask(w.g2, ws.loraGate.base, ws.gate.base))
     if let v2 = w.v2 { ws.tasks.append(MatmulTask(v2, ws.loraValue.base, ws.valueGate.base)) }
-    ws.runQueuedMatmuls(pool: pool)
+    prepareMatmuls(&ws.tasks, nTok: rows, pool: pool, scratch: ws.quantized)
+    let lora = UncheckedSendable(ws.tasks)
+    ws.tasks.removeAll(keepingCapacity: true)
 
-    // per (session, head): activations, the WKV recurrence token by token, group norm and bonus
-    let heads = ws.config.nHead
+    // per (session, head): those LoRA rows, activations, the WKV recurrence token by
+    // token, group norm and bonus
+    let heads = ws.config.nHead, n = ws.config.headSize
     let vf = UncheckedSendable(vFirst)
     forEachChunk(ws.segments.count * heads, pool: pool) { items in
         for item in items {
             let s = item / heads, head = item % heads
+            for task in lora.value { task.run(rows: (head * n)..<((head + 1) * n), tokens: ws.segments[s]) }
             for t in ws.segments[s] {
                 timeMixHead(row: t, head: head, session: s, vFirst: vf.value, weights: w, layer: layer, ws: ws)
             }

@@ -30,9 +30,10 @@ struct WeightReader {
         Matrix(try view(name, shape: [out, inputs]), keepAlive: checkpoint, format: format)
     }
 
-    /// A LoRA factor stored [in, out] and used as x @ W; kept in fp32, transposed.
+    /// A LoRA factor stored [in, out] and used as x @ W, transposed. Kept in bf16 when
+    /// stored so (except with --dtype fp32), else in fp32. The int8 format leaves LoRAs unquantised.
     func lora(_ name: String, in inputs: Int, out: Int) throws -> Matrix {
-        Matrix.transposed(try view(name, shape: [inputs, out]))
+        Matrix.transposed(try view(name, shape: [inputs, out]), keepBF16: format != .float32)
     }
 }
 

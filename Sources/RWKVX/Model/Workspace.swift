@@ -71,7 +71,7 @@ struct MatmulTask {
     let x: UnsafePointer<Float>
     let y: UnsafeMutablePointer<Float>
     let epilogue: MatmulEpilogue
-    /// x quantised for an int8 matrix (rwkvx_quantize_q8_activations); set by runMatmuls.
+    /// x quantised for an int8 matrix (rwkvx_quantize_q8_activations), set by prepareMatmuls.
     var quantizedX: UnsafeRawPointer?
 
     init(_ matrix: Matrix, _ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>,
@@ -84,14 +84,22 @@ struct MatmulTask {
 
     /// Runs output rows `rows` for every token.
     func run(rows: Range<Int>, nTok: Int) {
-        if rows.isEmpty { return }
+        run(rows: rows, tokens: 0..<nTok)
+    }
+
+    /// Runs output rows `rows` for tokens `tokens` only. The kernels compute an
+    /// element the same way for any token count, so splitting tokens changes no bit.
+    func run(rows: Range<Int>, tokens: Range<Int>) {
+        if rows.isEmpty || tokens.isEmpty { return }
+        let ld = matrix.rows, nTok = tokens.count
+        let y = self.y + tokens.lowerBound * ld
         if let quantizedX {
-            rwkvx_matmul_q8(matrix.data.assumingMemoryBound(to: Int8.self), matrix.scales, matrix.cols, quantizedX,
-                            nTok, y, matrix.rows, rows.lowerBound, rows.upperBound)
+            let xq = quantizedX + tokens.lowerBound * rwkvx_q8_token_bytes(matrix.cols)
+            rwkvx_matmul_q8(matrix.data.assumingMemoryBound(to: Int8.self), matrix.scales, matrix.cols, xq,
+                            nTok, y, ld, rows.lowerBound, rows.upperBound)
         } else {
-            matrix.apply(x, nTok: nTok, into: y, rows: rows)
+            matrix.apply(x + tokens.lowerBound * matrix.cols, nTok: nTok, into: y, rows: rows)
         }
-        let ld = matrix.rows
         switch epilogue {
         case .none:
             break
@@ -110,7 +118,8 @@ struct MatmulTask {
                     y[t * ld + r] = positive * positive
                 }
             }
-        case .addInto(let residual):
+        case .addInto(let whole):
+            let residual = whole + tokens.lowerBound * ld
             for t in 0..<nTok {
                 for r in rows { residual[t * ld + r] += y[t * ld + r] }
             }
@@ -127,9 +136,7 @@ func runMatmuls(_ tasks: [MatmulTask], nTok: Int, pool: ThreadPool?, scratch: By
     // Kept alive until the tasks have run: they read the quantised inputs from it.
     let scratch = scratch ?? ByteScratch()
     defer { withExtendedLifetime(scratch) {} }
-    if tasks.contains(where: { $0.matrix.dtype == RWKVX_DTYPE_I8 }) {
-        quantizeInputs(&tasks, nTok: nTok, pool: pool, scratch: scratch)
-    }
+    prepareMatmuls(&tasks, nTok: nTok, pool: pool, scratch: scratch)
     let threads = pool?.threadCount ?? 1
     if threads == 1 || tasks.isEmpty {
         for task in tasks { task.run(rows: 0..<task.matrix.rows, nTok: nTok) }
@@ -142,6 +149,14 @@ func runMatmuls(_ tasks: [MatmulTask], nTok: Int, pool: ThreadPool?, scratch: By
         for part in parts {
             forEachMatmulSlice(shared.value, part: part, of: slices) { task, rows in task.run(rows: rows, nTok: nTok) }
         }
+    }
+}
+
+/// Quantises the inputs of the int8 tasks into `scratch`, for callers that run the
+/// tasks themselves; `scratch` must outlive the runs.
+func prepareMatmuls(_ tasks: inout [MatmulTask], nTok: Int, pool: ThreadPool?, scratch: ByteScratch) {
+    if tasks.contains(where: { $0.matrix.dtype == RWKVX_DTYPE_I8 }) {
+        quantizeInputs(&tasks, nTok: nTok, pool: pool, scratch: scratch)
     }
 }
 
