@@ -3,7 +3,7 @@
 // the start of a stop string are withheld until the next token shows whether
 // the stop string follows, so a stop string is never output in part.
 
-/// Why generation stopped.
+/// Reason that generation stopped.
 public enum StopReason: Sendable, Equatable {
     /// A token of `stopTokens` was generated; it is not output.
     case token(Int)
@@ -17,7 +17,7 @@ public struct StopCheckResult: Sendable, Equatable {
     public var output: [UInt8]
     /// Trailing bytes held back because they may begin a stop string.
     public var withheldByteCount: Int
-    /// Set when generation must stop; `output` then holds the last bytes to show.
+    /// Set when generation must stop; `output` then contains the last bytes to show.
     public var stop: StopReason?
 }
 
@@ -84,7 +84,7 @@ public struct StopChecker: Sendable {
 
     private func earliestPartialMatch(in text: [UInt8]) -> Int {
         let longest = stopStrings.map(\.count).max() ?? 0
-        for start in max(0, text.count - longest + 1)..<max(text.count, 0) {
+        for start in max(0, text.count - longest + 1)..<text.count {
             let suffix = text[start...]
             if stopStrings.contains(where: { $0.count > suffix.count && $0.starts(with: suffix) }) {
                 return start
