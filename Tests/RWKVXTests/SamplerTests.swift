@@ -138,6 +138,48 @@ final class SamplerTests: XCTestCase {
         XCTAssertEqual(observed[1], 0.4 / 0.7, accuracy: 0.015)
     }
 
+    func testSelectionMatchesFullSort() {
+        var generator = Xoshiro256StarStar(seed: 11)
+        for trial in 0..<200 {
+            // Few distinct weights, so ties are common and the id order must break them.
+            let count = 1 + Int(generator.next() % 300)
+            var weights: [Float] = []
+            for _ in 0..<count {
+                let level = Float(generator.next() % 7)
+                weights.append(level / 6 + 0.01)
+            }
+            let ranked = (0..<Int32(count)).sorted { (a: Int32, b: Int32) -> Bool in
+                let weightA = weights[Int(a)]
+                let weightB = weights[Int(b)]
+                return weightA > weightB || (weightA == weightB && a < b)
+            }
+            let k = 1 + Int(generator.next() % UInt64(count))
+            var total: Double = 0
+            for weight in weights { total += Double(weight) }
+            let target = generator.nextUnitInterval() * total
+            var expectedNucleus = 0
+            var cumulative: Double = 0
+            while expectedNucleus < count {
+                cumulative += Double(weights[Int(ranked[expectedNucleus])])
+                expectedNucleus += 1
+                if cumulative >= target { break }
+            }
+
+            var topIds = Array(0..<Int32(count))
+            var nucleusIds = topIds
+            var nucleusLength = 0
+            weights.withUnsafeBufferPointer { weights in
+                topIds.withUnsafeMutableBufferPointer { CandidateSelection.selectTop(k, $0, weights) }
+                nucleusLength = nucleusIds.withUnsafeMutableBufferPointer {
+                    CandidateSelection.selectNucleus(target: target, $0, weights)
+                }
+            }
+            XCTAssertEqual(Set(topIds.prefix(k)), Set(ranked.prefix(k)), "top-\(k), trial \(trial)")
+            XCTAssertEqual(nucleusLength, expectedNucleus, "nucleus length, trial \(trial)")
+            XCTAssertEqual(Set(nucleusIds.prefix(nucleusLength)), Set(ranked.prefix(nucleusLength)), "nucleus, trial \(trial)")
+        }
+    }
+
     // MARK: Penalties and bans
 
     func testPenaltiesComputedByHand() throws {

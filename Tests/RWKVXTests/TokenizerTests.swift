@@ -163,7 +163,7 @@ final class TokenizerTests: XCTestCase {
     func testMalformedVocabularyReportsLine() throws {
         let singleBytes = (0...255).map { "\($0 + 1) b'\\x\(String(format: "%02x", $0))' 1" }
         let cases: [(lines: [String], line: Int, reasonFragment: String)] = [
-            (singleBytes + ["257 'ab' 3"], 257, "2 bytes but the line says 3"),
+            (singleBytes + ["257 'ab' 3"], 257, "2 bytes long, but the byte length field is 3"),
             (singleBytes + ["257 'ab 2"], 257, "not closed"),
             (singleBytes + ["x 'ab' 2"], 257, "id is not a decimal integer"),
             (singleBytes + ["257 'ab' 2", "257 'cd' 2"], 258, "defined twice"),

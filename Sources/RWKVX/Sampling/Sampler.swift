@@ -2,19 +2,21 @@
 // draw from a seeded xoshiro256** generator, so a seed reproduces a run on any
 // platform (up to last-bit differences of the platform's `exp`).
 //
-// Penalties follow `PIPELINE.generate` in the `rwkv` pip package: every token
-// generated so far has its logit lowered by presence + frequency × occurrence,
-// and at each generated token all occurrence counts are multiplied by
-// `penaltyDecay` before the new token's count goes up. The pipeline gives a
-// token weight 0 when its text is a substring of " \t0123456789"
-// (`penaltyWeight(forTokenBytes:)` computes that; the caller passes it to `accept`).
+// Penalties follow `PIPELINE.generate` in rwkv/utils.py of the `rwkv` pip
+// package (the decay since version 0.8.0): every token generated so far has its
+// logit lowered by presence + frequency × occurrence, and at each generated
+// token all occurrence counts are multiplied by `penaltyDecay` before the new
+// token's count goes up. Later versions count a token with weight 0 when its
+// text is a substring of " \t0123456789". `penaltyWeight(forTokenBytes:)`
+// computes that weight, and the caller passes it to `accept`.
 //
 // Differences from the pipeline's `sample_logits`: it takes top-p on the
 // softmax at temperature 1, then top-k, then raises the kept probabilities to
 // 1/temperature, and keeps every token tied with the nucleus cutoff. Here the
 // temperature divides the logits first, top-k and top-p keep exactly the ranked
 // tokens (ties ranked by lower id), and temperature 0 means argmax with the
-// lowest id on ties, where the pipeline draws at random among tied maxima.
+// lowest id on ties. The draw uses our generator, not NumPy's, so runs match
+// the pipeline in distribution only.
 
 import Foundation
 
@@ -63,13 +65,13 @@ public struct Sampler: Sendable {
     }
 
     /// Returns the penalty weight that RWKV's `PIPELINE.generate` gives a token:
-    /// 0 when its text is a substring of " \t0123456789" (a space, a tab, digits
-    /// in order), 1 otherwise.
+    /// 0 when its text is a substring of " \t0123456789" (Python's `in`, so a
+    /// space, a tab or a run of ascending digits), 1 otherwise.
     public static func penaltyWeight(forTokenBytes bytes: [UInt8]) -> Float {
         let exempt = Array(" \t0123456789".utf8)
-        guard !bytes.isEmpty, bytes.count <= exempt.count else { return bytes.isEmpty ? 0 : 1 }
-        for start in 0...(exempt.count - bytes.count) where exempt[start..<(start + bytes.count)].elementsEqual(bytes) {
-            return 0
+        guard bytes.count <= exempt.count else { return 1 }
+        for start in 0...(exempt.count - bytes.count) {
+            if exempt[start..<(start + bytes.count)].elementsEqual(bytes) { return 0 }
         }
         return 1
     }
@@ -91,10 +93,11 @@ public struct Sampler: Sendable {
     }
 
     /// Chooses the next token from `logits` (one value per token id). The
-    /// penalties, bans and temperature are applied to `logits` in place.
+    /// penalties and bans are applied to `logits` in place, and so is the
+    /// division by the temperature when it is not 0.
     ///
-    /// When no token has a finite logit, returns the lowest id with logit +∞ if
-    /// there is one, else the lowest id that is not banned.
+    /// When the largest logit is +∞, returns the lowest id with +∞; when every
+    /// logit is -∞ or NaN, returns the lowest id that is not banned.
     public mutating func sample(logits: inout [Float]) -> Int {
         precondition(!logits.isEmpty, "logits are empty")
         growTables(to: logits.count)
@@ -135,22 +138,7 @@ public struct Sampler: Sendable {
             return draw(weights: weights)
         }
 
-        // Rank the candidates: top-k keeps the k heaviest, top-p the nucleus.
-        rankCandidates(limit: topK > 0 ? topK : nil)
-        if topP < 1 {
-            var total: Double = 0
-            for weight in candidateWeights { total += Double(weight) }
-            let target = Double(topP) * total
-            var cumulative: Double = 0
-            var kept = 0
-            while kept < candidateWeights.count {
-                cumulative += Double(candidateWeights[kept])
-                kept += 1
-                if cumulative >= target { break }
-            }
-            candidateIds.removeSubrange(kept...)
-            candidateWeights.removeSubrange(kept...)
-        }
+        selectCandidates(topK: topK, topP: topP)
         let position = draw(weights: candidateWeights)
         return Int(candidateIds[position])
     }
@@ -183,28 +171,47 @@ public struct Sampler: Sendable {
         return banned.prefix(logits.count).firstIndex(of: false) ?? 0
     }
 
-    /// Fills `candidateIds` / `candidateWeights` with the ids of non-zero weight,
-    /// heaviest first (lower id first on ties), keeping at most `limit`.
-    private mutating func rankCandidates(limit: Int?) {
+    /// Fills `candidateIds` / `candidateWeights` with the tokens that top-k and
+    /// top-p keep, best ranked first (higher weight, then lower id).
+    private mutating func selectCandidates(topK: Int, topP: Float) {
         candidateIds.removeAll(keepingCapacity: true)
         for (id, weight) in weights.enumerated() where weight > 0 {
             candidateIds.append(Int32(id))
         }
-        let weights = self.weights
-        let heavier = { (a: Int32, b: Int32) -> Bool in
-            let wa = weights[Int(a)], wb = weights[Int(b)]
-            return wa > wb || (wa == wb && a < b)
-        }
-        // NOTE: a full sort of up to the vocabulary size (about 65k ids) per
-        // token; a selection step would do for top-k, and a partial sort until
-        // the nucleus is reached for top-p, if this shows up in profiles.
-        candidateIds.sort(by: heavier)
-        if let limit, candidateIds.count > limit {
-            candidateIds.removeSubrange(limit...)
-        }
-        candidateWeights.removeAll(keepingCapacity: true)
-        for id in candidateIds {
-            candidateWeights.append(weights[Int(id)])
+
+        weights.withUnsafeBufferPointer { weights in
+            candidateIds.withUnsafeMutableBufferPointer { ids in
+                if topK > 0, ids.count > topK {
+                    CandidateSelection.selectTop(topK, ids, weights)
+                }
+            }
+            if topK > 0, candidateIds.count > topK {
+                candidateIds.removeSubrange(topK...)
+            }
+
+            // The nucleus is cut once by selection, then again on the sorted list
+            // so the sum is taken in rank order whatever the partition order was.
+            var target: Double = 0
+            if topP < 1 {
+                var total: Double = 0
+                for id in candidateIds { total += Double(weights[Int(id)]) }
+                target = Double(topP) * total
+                let nucleusCount = candidateIds.withUnsafeMutableBufferPointer { ids in
+                    CandidateSelection.selectNucleus(target: target, ids, weights)
+                }
+                candidateIds.removeSubrange(nucleusCount...)
+            }
+            candidateIds.sort { CandidateSelection.ranksBefore($0, $1, weights) }
+
+            candidateWeights.removeAll(keepingCapacity: true)
+            var cumulative: Double = 0
+            for id in candidateIds {
+                let weight = weights[Int(id)]
+                candidateWeights.append(weight)
+                cumulative += Double(weight)
+                if topP < 1, cumulative >= target { break }
+            }
+            candidateIds.removeSubrange(candidateWeights.count...)
         }
     }
 

@@ -19,8 +19,8 @@ public struct SamplingOptions: Sendable, Codable, Equatable {
     /// Subtracted from a token's logit per (decayed) occurrence. Default 0. Range: finite.
     public var frequencyPenalty: Float = 0
     /// Factor that every accumulated occurrence count is multiplied by at each
-    /// generated token, so old repeats fade. Default 0.996, the value RWKV
-    /// chat demos use. Range 0...1.
+    /// generated token, so old repeats fade. Default 0.996, the default of
+    /// `PIPELINE_ARGS.alpha_decay` in the rwkv package. Range 0...1.
     public var penaltyDecay: Float = 0.996
     /// Tokens that are never sampled. Default none.
     public var bannedTokens: [Int] = []

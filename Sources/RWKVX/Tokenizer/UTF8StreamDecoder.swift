@@ -1,8 +1,8 @@
 // Incremental UTF-8 decoding for streamed token output.
 //
-// RWKV World tokens often split a character (ids 129...256 are lone bytes, and
-// many CJK and emoji tokens end mid-character), so text is emitted as soon as
-// whole characters exist and an unfinished sequence at the end waits for the
+// RWKV World tokens often split a character: ids 129...256 are lone bytes, and
+// many CJK and emoji tokens end mid-character. So text is emitted as soon as
+// whole characters exist, and an unfinished sequence at the end waits for the
 // next token. Invalid bytes become U+FFFD, one per maximal invalid subpart as
 // in Unicode's "U+FFFD substitution of maximal subparts" (the practice Swift's
 // `String(decoding:as:)` follows), and decoding continues after them. The text
@@ -58,7 +58,7 @@ public struct UTF8StreamDecoder: Sendable {
         return count
     }
 
-    /// Whether `tail`, starting at a lead byte, is a proper prefix of some valid
+    /// Returns whether `tail`, starting at a lead byte, is a proper prefix of some valid
     /// UTF-8 sequence, using the second-byte ranges of Unicode Table 3-7.
     private static func isValidPrefix(_ tail: ArraySlice<UInt8>, lead: UInt8) -> Bool {
         let length: Int

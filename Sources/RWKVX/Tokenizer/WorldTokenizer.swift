@@ -215,7 +215,7 @@ public final class WorldTokenizer: Sendable {
             throw PythonLiteralError(reason: "token is empty")
         }
         guard bytes.count == length else {
-            throw PythonLiteralError(reason: "token has \(bytes.count) bytes but the line says \(length)")
+            throw PythonLiteralError(reason: "token is \(bytes.count) bytes long, but the byte length field is \(length)")
         }
         return VocabularyEntry(id: id, bytes: bytes, line: number)
     }
