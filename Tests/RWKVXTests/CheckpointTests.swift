@@ -94,7 +94,7 @@ class CheckpointTestCase: XCTestCase {
         try output.commit()
     }
 
-    /// The data.pkl that PthWriter would write for `views`, before any checks.
+    /// Encodes the data.pkl that PthWriter would write for `views`, before any checks.
     func pickleBytes(views: [PthWriter.View], storages: [PthWriter.Storage]) -> [UInt8] {
         var keys: [Int: Int] = [:]
         for view in views where keys[view.storage] == nil { keys[view.storage] = keys.count }
@@ -231,7 +231,8 @@ final class CheckpointWriteTests: CheckpointTestCase {
         XCTAssertEqual(checkpoint.metadata["byteorder"], "little")
         try assertMatches(checkpoint, tensors)
         XCTAssertEqual(try checkpoint.tensor("filled").toFloat32()[0], -150)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: path + ".tmp-\(getpid())"))
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.contains(".tmp-") }
+        XCTAssertEqual(leftovers, [])
     }
 
     func testPthDataIsAlignedTo64() throws {

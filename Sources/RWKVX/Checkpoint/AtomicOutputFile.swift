@@ -18,7 +18,7 @@ final class AtomicOutputFile {
 
     init(path: String) throws {
         self.path = path
-        temporaryPath = "\(path).tmp-\(getpid())"
+        temporaryPath = "\(path).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         descriptor = open(temporaryPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         if descriptor < 0 {
             throw CheckpointError.ioFailed(path: temporaryPath, function: "open", errno: errno)
@@ -80,7 +80,7 @@ final class AtomicOutputFile {
     private func writeAll(_ bytes: UnsafeRawBufferPointer) throws {
         var done = 0
         while done < bytes.count {
-            let result = Glibc.write(descriptor, bytes.baseAddress! + done, bytes.count - done)
+            let result = systemWrite(descriptor, bytes.baseAddress! + done, bytes.count - done)
             if result < 0 {
                 if errno == EINTR { continue }
                 throw CheckpointError.ioFailed(path: temporaryPath, function: "write", errno: errno)
@@ -89,3 +89,9 @@ final class AtomicOutputFile {
         }
     }
 }
+
+#if canImport(Glibc)
+private let systemWrite = Glibc.write
+#elseif canImport(Darwin)
+private let systemWrite = Darwin.write
+#endif

@@ -63,7 +63,7 @@ public final class Checkpoint: @unchecked Sendable {
 
     public func contains(_ name: String) -> Bool { index[name] != nil }
 
-    /// A view of one tensor, valid while this checkpoint is alive.
+    /// Returns a view of one tensor, valid while this checkpoint is alive.
     public func tensor(_ name: String) throws -> TensorView {
         guard let entry = index[name] else {
             throw CheckpointError.missingTensor(path: path, tensor: name)

@@ -73,6 +73,8 @@ enum SafetensorsReader {
                     path: path, detail: "tensor \(name) ends at byte \(end) of a data section of \(dataSize) bytes")
             }
             ranges.append((begin, end, name))
+            // NOTE: the format only aligns the data section to 8 bytes, so an F32
+            // tensor after an odd-length F16/BF16 one starts 2-byte aligned.
             tensors[name] = IndexedTensor(
                 dtype: dtype, shape: shape, strides: TensorBounds.contiguousStrides(shape),
                 byteOffset: dataStart + begin, storageByteCount: byteCount)

@@ -1,7 +1,7 @@
-// Writes a zip archive of STORED entries the way PyTorch's serializer does:
-// each entry's data is aligned to 64 bytes by padding its local header with an
-// extra field (id "FB", filled with 'Z'), and the archive always ends with a
-// zip64 end record and locator before the classic end record. Values that do
+// Writes a zip archive of STORED entries the way PyTorch's serializer does.
+// Each entry's data is aligned to 64 bytes by padding its local header with an
+// extra field (id "FB", filled with 'Z'). The archive always ends with a zip64
+// end record and locator before the classic end record. Values that do
 // not fit 32 bits go into zip64 extra fields, as the PKWARE APPNOTE specifies.
 // Unlike torch, local headers carry the CRC and sizes (no data descriptors),
 // since every entry's bytes are known before it is written.
@@ -46,7 +46,7 @@ struct ZipWriter {
         header.appendLE(UInt16(nameBytes.count))
         var extra: [UInt8] = []
         if zip64 {
-            // A local zip64 field holds both sizes.
+            // A local zip64 field contains both sizes, even when only one is large.
             extra.appendLE(UInt16(0x0001))
             extra.appendLE(UInt16(16))
             extra.appendLE(UInt64(size))
