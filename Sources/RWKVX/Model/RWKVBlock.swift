@@ -64,10 +64,15 @@ private func timeMix(_ x: UnsafeMutablePointer<Float>, vFirst: UnsafeMutablePoin
     forEachChunk(rows, pool: pool, minimumPerThread: 8) { range in
         Ops.layerNorm(xp.value, into: ws.normed.base, rows: range, ln, c: c)
     }
+    ws.shiftMixes.removeAll(keepingCapacity: true)
+    ws.shiftMixes.append((w.xR, ws.mixR.base))
+    ws.shiftMixes.append((w.xW, ws.mixW.base))
+    ws.shiftMixes.append((w.xK, ws.mixK.base))
+    ws.shiftMixes.append((w.xV, ws.mixV.base))
+    ws.shiftMixes.append((w.xA, ws.mixA.base))
+    ws.shiftMixes.append((w.xG, ws.mixG.base))
     forEachChunk(rows, pool: pool, minimumPerThread: 8) { range in
-        Ops.tokenShiftMix(ws.normed.base, rows: range, c: c, ws: ws, prev: ws.attPrev,
-                          [(w.xR, ws.mixR.base), (w.xW, ws.mixW.base), (w.xK, ws.mixK.base),
-                           (w.xV, ws.mixV.base), (w.xA, ws.mixA.base), (w.xG, ws.mixG.base)])
+        Ops.tokenShiftMix(ws.normed.base, rows: range, c: c, ws: ws, prev: ws.attPrev, ws.shiftMixes)
     }
     Ops.saveLastRows(ws.normed.base, c: c, ws: ws, into: ws.attPrev)
 
@@ -178,8 +183,10 @@ func channelMix(_ x: UnsafeMutablePointer<Float>, weights w: ChannelMixWeights, 
     forEachChunk(rows, pool: pool, minimumPerThread: 8) { range in
         Ops.layerNorm(xp.value, into: ws.normed.base, rows: range, ln, c: c)
     }
+    ws.shiftMixes.removeAll(keepingCapacity: true)
+    ws.shiftMixes.append((w.xK, ws.mixK.base))
     forEachChunk(rows, pool: pool, minimumPerThread: 8) { range in
-        Ops.tokenShiftMix(ws.normed.base, rows: range, c: c, ws: ws, prev: ws.ffnPrev, [(w.xK, ws.mixK.base)])
+        Ops.tokenShiftMix(ws.normed.base, rows: range, c: c, ws: ws, prev: ws.ffnPrev, ws.shiftMixes)
     }
     Ops.saveLastRows(ws.normed.base, c: c, ws: ws, into: ws.ffnPrev)
 

@@ -293,6 +293,8 @@ final class Workspace: @unchecked Sendable {
 
     /// Reused containers, kept here so that their storage is reused across calls.
     var tasks: [MatmulTask] = []
+    /// The token-shift mixes of the block being run: mix vector and output buffer.
+    var shiftMixes: [(FloatVector, UnsafeMutablePointer<Float>)] = []
     var rwkvLayers: [RWKVLayerState] = []
     var sparseLayers: [SparseLayerState] = []
 
