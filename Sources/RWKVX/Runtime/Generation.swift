@@ -64,7 +64,7 @@ public func generateText<S: TokenStepper>(session: inout S, tokenizer: WorldToke
     guard !promptTokens.isEmpty else { throw GenerationError.emptyPrompt }
     stats.promptTokens = promptTokens.count
 
-    var sampler = try Sampler(options: options)
+    try options.validate()
     var stopChecker = StopChecker(options: options)
     var text = UTF8StreamDecoder()
 
@@ -73,11 +73,12 @@ public func generateText<S: TokenStepper>(session: inout S, tokenizer: WorldToke
     var logits = try session.step(promptTokens)
     stats.prefillSeconds = Date().timeIntervalSince(start)
 
+    // The logits give the model's vocabulary size, which bounds the textless ids to ban.
+    var sampler = try Sampler(options: options.banningTextlessTokens(tokenizer: tokenizer, modelVocabularySize: logits.count))
+
     // sample, show, decode
     let decodeStart = Date()
     while stats.generatedTokens < options.maxTokens {
-        // Ids past the tokenizer's vocabulary (a model may pad its head) have no text.
-        for id in tokenizer.vocabularySize..<max(logits.count, tokenizer.vocabularySize) { logits[id] = -.infinity }
         let token = sampler.sample(logits: &logits)
         let bytes = tokenizer.tokenBytes(token) ?? []
         let check = stopChecker.check(token: token, bytes: bytes)
@@ -96,4 +97,17 @@ public func generateText<S: TokenStepper>(session: inout S, tokenizer: WorldToke
     if !tail.isEmpty { emit(tail) }
     stats.decodeSeconds = Date().timeIntervalSince(decodeStart)
     return stats
+}
+
+extension SamplingOptions {
+    /// Returns these options with the ids from the end of the tokenizer's vocabulary up
+    /// to `modelVocabularySize` banned. A model may pad its head past the World
+    /// vocabulary (65536 vs 65530), and those ids have no text.
+    public func banningTextlessTokens(tokenizer: WorldTokenizer, modelVocabularySize: Int) -> SamplingOptions {
+        var options = self
+        let end = max(modelVocabularySize, tokenizer.vocabularySize)
+        let banned = Set(options.bannedTokens)
+        options.bannedTokens += (tokenizer.vocabularySize..<end).filter { !banned.contains($0) }
+        return options
+    }
 }

@@ -31,10 +31,8 @@ extension Coordinator {
         case "forward": queueForward(client, request)
         case "state": requestState(client, request)
         case "close":
-            guard let id = request.session, let session = sessions[id], session.generation == nil else {
-                replyClient(client, .error("unknown session \(request.session ?? 0)"))
-                return
-            }
+            guard let session = logitsSession(request, client) else { return }
+            let id = session.id
             // Clients still waiting for a step of this session get an error, not silence.
             for waiting in Set(session.pending.compactMap(\.replyTo) + [session.current?.plan.replyTo].compactMap { $0 })
             where waiting != client {
@@ -89,9 +87,8 @@ extension Coordinator {
             replyClient(client, .error("the prompt has token id \(bad), outside this model's vocabulary (0..<\(config.vocabSize)); the World tokenizer needs a model with a 65536-token vocabulary"))
             return
         }
-        var sampling = request.sampling ?? SamplingOptions()
-        // Ids past the tokenizer's vocabulary (a model may pad its head) have no text.
-        sampling.bannedTokens += Array(tokenizer.vocabularySize..<max(config.vocabSize, tokenizer.vocabularySize))
+        var sampling = (request.sampling ?? SamplingOptions())
+            .banningTextlessTokens(tokenizer: tokenizer, modelVocabularySize: config.vocabSize)
         if sampling.seed == nil { sampling.seed = UInt64.random(in: 0...UInt64.max) }
         do {
             try sampling.validate(vocabularySize: config.vocabSize)
@@ -191,12 +188,18 @@ extension Coordinator {
 
     // MARK: - Logits API
 
-    func queueForward(_ client: [UInt8], _ request: ClientRequest) {
-        // A generation session belongs to its generate request, and no other request may step it.
+    /// The open logits-API session `request` names, or nil after replying with an error.
+    /// A generation session belongs to its generate request, so no other request may use it.
+    func logitsSession(_ request: ClientRequest, _ client: [UInt8]) -> ClusterSession? {
         guard let id = request.session, let session = sessions[id], session.generation == nil else {
-            replyClient(client, .error("unknown session \(request.session ?? 0); open one first"))
-            return
+            replyClient(client, .error("unknown session \(request.session ?? 0); open one with {\"op\": \"open\"}"))
+            return nil
         }
+        return session
+    }
+
+    func queueForward(_ client: [UInt8], _ request: ClientRequest) {
+        guard let session = logitsSession(request, client) else { return }
         guard let tokens = request.tokens, !tokens.isEmpty else {
             replyClient(client, .error("forward needs a non-empty \"tokens\" list"))
             return
@@ -212,10 +215,8 @@ extension Coordinator {
     }
 
     func requestState(_ client: [UInt8], _ request: ClientRequest) {
-        guard let id = request.session, let session = sessions[id], session.generation == nil else {
-            replyClient(client, .error("unknown session \(request.session ?? 0)"))
-            return
-        }
+        guard let session = logitsSession(request, client) else { return }
+        let id = session.id
         guard snapshots[id] == nil else {
             replyClient(client, .error("a state request for session \(id) is already in progress; retry after its reply"))
             return
