@@ -48,21 +48,9 @@ final class FastPathTests: XCTestCase {
             let c = model.config.nEmbd
             let prompts = [Array(tokens[0..<7]), [42], Array(tokens[5..<40]), Array(tokens[1..<3])]
 
-            var aloneRows: [Float] = []
-            var aloneStates: [SessionState] = []
-            for prompt in prompts {
-                var state = stage.makeState()
-                var x = try stage.embed(prompt)
-                var vFirst: [Float] = []
-                stage.forward(&x, vFirst: &vFirst, state: &state)
-                aloneRows += x
-                aloneStates.append(state)
-            }
-
-            var states = prompts.map { _ in stage.makeState() }
-            var x = try stage.embed(prompts.flatMap { $0 })
-            var vFirst: [Float] = []
-            stage.forwardBatch(&x, vFirst: &vFirst, tokenCounts: prompts.map(\.count), states: &states)
+            let run = try AloneAndBatched(stage: stage, prompts: prompts)
+            let x = run.batchedRows, aloneRows = run.aloneRows
+            let states = run.batchedStates, aloneStates = run.aloneStates
             XCTAssertEqual(x.count, aloneRows.count)
             XCTAssertEqual(x, aloneRows, "format \(format)")
             XCTAssertEqual(states, aloneStates, "format \(format)")

@@ -62,3 +62,28 @@ func assertMatchesReference(_ actual: [NamedTensor], _ expected: [String: Tensor
         }
     }
 }
+
+/// Residual rows and states of `prompts` run through `stage` one session at a time, and
+/// the same prompts run as one batch.
+struct AloneAndBatched {
+    var aloneRows: [Float] = []
+    var aloneStates: [SessionState] = []
+    var batchedRows: [Float] = []
+    var batchedStates: [SessionState] = []
+
+    init(stage: Stage, prompts: [[Int]]) throws {
+        for prompt in prompts {
+            var state = stage.makeState()
+            var x = try stage.embed(prompt)
+            var vFirst: [Float] = []
+            stage.forward(&x, vFirst: &vFirst, state: &state)
+            aloneRows += x
+            aloneStates.append(state)
+        }
+
+        batchedStates = prompts.map { _ in stage.makeState() }
+        batchedRows = try stage.embed(prompts.flatMap { $0 })
+        var vFirst: [Float] = []
+        stage.forwardBatch(&batchedRows, vFirst: &vFirst, tokenCounts: prompts.map(\.count), states: &batchedStates)
+    }
+}

@@ -109,22 +109,9 @@ final class KVCacheDTypeTests: XCTestCase {
         let model = try Model(path: rwkvx, options: options, pool: ThreadPool(threadCount: 2))
         let stage = model.stage
         let prompts = [Array(tokens[0..<7]), [42], Array(tokens[5..<40])]
-        var alone: [Float] = []
-        var aloneStates: [SessionState] = []
-        for prompt in prompts {
-            var state = stage.makeState()
-            var x = try stage.embed(prompt)
-            var vFirst: [Float] = []
-            stage.forward(&x, vFirst: &vFirst, state: &state)
-            alone += x
-            aloneStates.append(state)
-        }
-        var states = prompts.map { _ in stage.makeState() }
-        var x = try stage.embed(prompts.flatMap { $0 })
-        var vFirst: [Float] = []
-        stage.forwardBatch(&x, vFirst: &vFirst, tokenCounts: prompts.map(\.count), states: &states)
-        XCTAssertEqual(x, alone)
-        XCTAssertEqual(states, aloneStates)
+        let run = try AloneAndBatched(stage: stage, prompts: prompts)
+        XCTAssertEqual(run.batchedRows, run.aloneRows)
+        XCTAssertEqual(run.batchedStates, run.aloneStates)
     }
 
     func testFP16StateRoundTripsThroughBytes() throws {
