@@ -62,7 +62,7 @@ final class ClusterReceiveErrorTests: XCTestCase {
         let error = try decodeError(of: [header], over: pair)
         XCTAssertEqual(error, .versionMismatch(received: 2, expected: 1))
 
-        // The receiver answers with an Error message, as the protocol requires.
+        // The receiver replies with an Error message, as the protocol requires.
         let reply = WireMessage.errorReply(for: try XCTUnwrap(error), messageID: 1, inReplyTo: 3)
         guard case .error(let report) = reply.body else { return XCTFail("expected an Error body") }
         XCTAssertEqual(report.code, .versionMismatch)

@@ -471,7 +471,8 @@ final class CheckpointErrorTests: CheckpointTestCase {
             if case .outOfBounds(path, "blocks.0.att.key.weight", _) = $0 { return true } else { return false }
         }
         let message = CheckpointError.outOfBounds(path: path, tensor: "blocks.0.att.key.weight", detail: "").description
-        XCTAssertTrue(message.contains(path) && message.contains("blocks.0.att.key.weight"))
+        XCTAssertTrue(message.contains(path), message)
+        XCTAssertTrue(message.contains("blocks.0.att.key.weight"), message)
     }
 
     func testUnsupportedDTypeInPth() throws {
@@ -564,6 +565,7 @@ final class CheckpointErrorTests: CheckpointTestCase {
             $0 == .unsupportedDType(path: path, tensor: "tokens", dtype: "I64")
         }
         let message = CheckpointError.unsupportedDType(path: path, tensor: "tokens", dtype: "I64").description
-        XCTAssertTrue(message.contains(path) && message.contains("tokens"))
+        XCTAssertTrue(message.contains(path), message)
+        XCTAssertTrue(message.contains("tokens"), message)
     }
 }

@@ -102,7 +102,7 @@ void rwkvx_quantize_i8_rows(const float *w, size_t rows, size_t cols, int8_t *ou
 // each; rwkvx_q8_token_bytes(cols) bytes per token, 64-byte aligned rows work best.
 //   y[t * ldy + r] = scales[r] * sum_b sx[t][b] * sum_{c in b} w[r][c] * xq[t][c]
 // for t in [0, n_tok) and r in [row_begin, row_end); in-block sums are exact int32.
-// The AVX-512 level uses VNNI (vpdpbusd) where rwkvx_has_vnni() says the CPU has it.
+// The AVX-512 level uses VNNI (vpdpbusd) where rwkvx_has_vnni() reports that the CPU has it.
 size_t rwkvx_q8_token_bytes(size_t cols);
 void rwkvx_quantize_q8_activations(const float *x, size_t n_tok, size_t cols, void *out);
 void rwkvx_matmul_q8(const int8_t *w, const float *scales, size_t cols, const void *xq, size_t n_tok,

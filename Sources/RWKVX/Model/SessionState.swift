@@ -11,7 +11,7 @@ public struct SessionState: Sendable, Equatable {
 
     public init() {}
 
-    /// A fresh state for `blocks`.
+    /// Creates a fresh state for `blocks`.
     public init(config: ModelConfig, blocks: [BlockID]) {
         for block in blocks {
             switch block {
@@ -21,7 +21,7 @@ public struct SessionState: Sendable, Equatable {
         }
     }
 
-    /// A fresh state for the whole model, including RWKV blocks that never run
+    /// Creates a fresh state for the whole model, including RWKV blocks that never run
     /// (they stay zero, as in the reference state).
     public init(config: ModelConfig) {
         self.init(config: config, blocks: (0..<config.nRWKVLayer).map { .rwkv($0) }
@@ -32,7 +32,7 @@ public struct SessionState: Sendable, Equatable {
         rwkv.keys.sorted().map { .rwkv($0) } + sparse.keys.sorted().map { .sparse($0) }
     }
 
-    /// The part of this state that belongs to `blocks`.
+    /// Returns the part of this state that belongs to `blocks`.
     public func slice(_ blocks: [BlockID]) -> SessionState {
         var out = SessionState()
         for block in blocks {

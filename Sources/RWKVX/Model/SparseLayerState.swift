@@ -42,12 +42,12 @@ public struct SparseLayerState: Sendable {
         kCache.count * 4 + vCache.count * 4 + kCacheHalf.count * 2 + vCacheHalf.count * 2
     }
 
-    /// The keys as [rows, C] fp32, whatever the stored type.
+    /// Returns the keys as [rows, C] fp32, whatever the stored type.
     public func keyRows() -> [Float] {
         cacheDType == .fp16 ? SparseLayerState.floats(fromHalf: kCacheHalf) : kCache
     }
 
-    /// The values as [rows, C] fp32, whatever the stored type.
+    /// Returns the values as [rows, C] fp32, whatever the stored type.
     public func valueRows() -> [Float] {
         cacheDType == .fp16 ? SparseLayerState.floats(fromHalf: vCacheHalf) : vCache
     }

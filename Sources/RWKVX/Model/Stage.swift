@@ -91,7 +91,7 @@ public final class Stage: @unchecked Sendable {
         head = positions.upperBound == order.count ? try HeadWeights(reader, config) : nil
     }
 
-    /// A fresh state for this stage's blocks.
+    /// Creates a fresh state for this stage's blocks.
     public func makeState() -> SessionState { SessionState(config: config, blocks: blocks) }
 
     /// Embedding rows of `tokens` with ln0 applied: [T, C]. Needs the first stage.
@@ -134,7 +134,7 @@ public final class Stage: @unchecked Sendable {
     /// running it alone, at any thread count: every kernel and every parallel split
     /// computes an output element independently of the other rows and of the split.
     ///
-    /// `pieces[s]`, when set, says session s's rows are one piece of a longer prefill
+    /// `pieces[s]`, when set, marks session s's rows as are one piece of a longer prefill
     /// call, so its sparse blocks decide as for the whole call (see PrefillPiece).
     public func forwardBatch(_ x: inout [Float], vFirst: inout [Float], tokenCounts: [Int],
                              states: inout [SessionState], pieces: [PrefillPiece?]? = nil) {

@@ -25,7 +25,7 @@ struct WeightReader {
         return FloatVector(v.toFloat32())
     }
 
-    /// A Linear weight stored [out, in].
+    /// Reads a Linear weight stored [out, in].
     func linear(_ name: String, out: Int, in inputs: Int) throws -> Matrix {
         Matrix(try view(name, shape: [out, inputs]), keepAlive: checkpoint, format: format)
     }

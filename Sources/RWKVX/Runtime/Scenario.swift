@@ -101,7 +101,7 @@ public protocol LogitsEngine {
     var config: ModelConfig { get }
     /// Logits [V] of the last token, or [T, V] with fullOutput.
     func forward(_ tokens: [Int], fullOutput: Bool) throws -> [Float]
-    /// The whole session state after the calls so far.
+    /// Returns the whole session state after the calls so far.
     func finalState() throws -> SessionState
 }
 
@@ -127,7 +127,7 @@ extension Scenario {
         return out
     }
 
-    /// The state under the reference names: state.rwkv.{i}.* and state.moba.{j}.*.
+    /// Names the state's tensors as the reference does: state.rwkv.{i}.* and state.moba.{j}.*.
     public static func stateTensors(_ state: SessionState, config: ModelConfig) -> [NamedTensor] {
         let c = config.nEmbd, h = config.nHead, n = config.headSize
         var out: [NamedTensor] = []

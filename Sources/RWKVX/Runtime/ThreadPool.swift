@@ -9,7 +9,7 @@
 // thread that runs it, so results are the same for any thread count.
 //
 // Idle workers spin for a bounded time and then sleep on a condition variable:
-// a pure spin-wait collapses throughput when another process holds the other
+// a pure spin-wait collapses throughput when another process runs on the other
 // cores. Calls do not allocate. Nested or concurrent calls on one pool are not
 // supported and stop with a precondition failure.
 #if canImport(Glibc)
@@ -214,7 +214,7 @@ private final class PoolShared: @unchecked Sendable {
             pthread_mutex_unlock(mutex)
         }
 
-        // Drop the job's reference so withoutActuallyEscaping sees the closure unretained.
+        // Drop the job's reference, so the closure is unretained when withoutActuallyEscaping checks it.
         self.body = nil
         busy.store(false, ordering: .releasing)
     }
@@ -270,7 +270,7 @@ private final class PoolShared: @unchecked Sendable {
         if !range.isEmpty, let body { body(range, thread) }
     }
 
-    /// Spins until `condition` holds or the spin time runs out; returns whether it held.
+    /// Spins until `condition` is true or the spin time runs out, and returns whether it became true.
     private func spin(until condition: () -> Bool) -> Bool {
         if condition() { return true }
         if spinNanoseconds == 0 { return false }

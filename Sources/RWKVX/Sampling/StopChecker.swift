@@ -3,7 +3,7 @@
 // the start of a stop string are withheld until the next token shows whether
 // the stop string follows, so a stop string is never output in part.
 
-/// Why generation stopped.
+/// The reason generation stopped.
 public enum StopReason: Sendable, Equatable {
     /// A token of `stopTokens` was generated; it is not output.
     case token(Int)
@@ -17,7 +17,7 @@ public struct StopCheckResult: Sendable, Equatable {
     public var output: [UInt8]
     /// Trailing bytes held back because they may begin a stop string.
     public var withheldByteCount: Int
-    /// Set when generation must stop; `output` then holds the last bytes to show.
+    /// Set when generation must stop; `output` then contains the last bytes to show.
     public var stop: StopReason?
 }
 

@@ -188,7 +188,7 @@ extension Coordinator {
     /// Opens a session on every stage, or returns nil when `maxSessions` are open.
     func openSession() -> ClusterSession? {
         guard sessions.count < options.maxSessions else {
-            log.warning("session refused: limit reached", ["sessions": sessions.count])
+            log.warning("session rejected: limit reached", ["sessions": sessions.count])
             return nil
         }
         let session = ClusterSession(id: nextSessionID)

@@ -1,5 +1,5 @@
 // Errors found when decoding or validating a received protocol message.
-// Each keeps the facts needed to log it and to answer with an Error message.
+// Each keeps the facts needed to log it and to reply with an Error message.
 
 public enum WireError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The message had no frames at all.
@@ -10,7 +10,7 @@ public enum WireError: Error, Sendable, Equatable, CustomStringConvertible {
     case versionMismatch(received: UInt32, expected: UInt32)
     /// The Envelope's body is unset or of a kind this build does not know.
     case unknownBody(fieldNumber: UInt32)
-    /// A field holds a value this build cannot use (unknown enum value, overflow).
+    /// A field contains a value this build cannot use (unknown enum value, overflow).
     case invalidField(message: String, field: String, value: String)
     /// The number of tensor frames differs from the number of descriptors.
     case frameCountMismatch(descriptors: Int, frames: Int)

@@ -118,7 +118,7 @@ public struct WireMessage: Sendable, Equatable {
         }
     }
 
-    /// An Error message answering a message that failed to decode with `error`.
+    /// Builds the Error message that replies to a message that failed to decode with `error`.
     public static func errorReply(for error: WireError, messageID: UInt64, inReplyTo: UInt64 = 0) -> WireMessage {
         WireMessage(
             messageID: messageID, inReplyTo: inReplyTo,

@@ -1,7 +1,7 @@
 // The forward pass of a worker: one ForwardRequest is one batch through this
 // stage's blocks, with one pass over the weights for every session in it.
 // Sessions that fail their checks (not open, sequence gap, bad input) get their
-// own Error and are left out; the rest of the batch goes on.
+// own Error and are left out, while the rest of the batch goes on.
 import Foundation
 import RWKVX
 
@@ -173,7 +173,7 @@ extension StageWorker {
         }
     }
 
-    /// The activation (and v_first) of one session for the next stage.
+    /// Builds one session's output for the next stage: its activation and v_first.
     func activationOutput(for step: SessionStep, rows: Range<Int>, x: [Float], vFirst: [Float], c: Int,
                           assignment: StageAssignment, into reply: inout WireMessage) -> SessionOutput {
         var out = SessionOutput()
@@ -191,7 +191,7 @@ extension StageWorker {
         return out
     }
 
-    /// The last stage's result of one session: a sampled token, or logits [rows, V].
+    /// Builds one session's result on the last stage: a sampled token, or logits [rows, V].
     func headOutput(for step: SessionStep, logits: [Float], rows: Int, vocab: Int,
                     into reply: inout WireMessage) -> SessionOutput {
         var out = SessionOutput()

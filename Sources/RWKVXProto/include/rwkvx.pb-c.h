@@ -770,7 +770,7 @@ struct  Rwkvx__Health
 {
   ProtobufCMessage base;
   /*
-   * Heartbeat.sent_unix_micros being answered
+   * Heartbeat.sent_unix_micros this Health replies to
    */
   uint64_t heartbeat_unix_micros;
   /*
@@ -866,7 +866,7 @@ struct  Rwkvx__Envelope
    */
   uint64_t message_id;
   /*
-   * message_id answered; 0 = not a reply
+   * message_id this message replies to; 0 = not a reply
    */
   uint64_t in_reply_to;
   Rwkvx__Envelope__BodyCase body_case;
