@@ -3,7 +3,7 @@
 # already present are left alone, and apt-get runs only when one is missing.
 set -euo pipefail
 
-packages=(libzmq3-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev libmicrohttpd-dev iproute2 python3)
+packages=(libzmq3-dev libprotobuf-c-dev protobuf-c-compiler iproute2)
 
 missing=()
 for p in "${packages[@]}"; do
