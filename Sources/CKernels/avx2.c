@@ -31,16 +31,6 @@
 // Addresses past the last row are harmless: prefetches never fault.
 #define PREFETCH_BLOCKS 2
 
-static inline __attribute__((always_inline)) size_t element_size(rwkvx_dtype dt) {
-    switch (dt) {
-    case RWKVX_DTYPE_F32: return 4;
-    case RWKVX_DTYPE_F16:
-    case RWKVX_DTYPE_BF16: return 2;
-    case RWKVX_DTYPE_I8: return 1;
-    }
-    return 4;
-}
-
 // Loads 8 elements of base[i...] as fp32.
 static inline __attribute__((always_inline)) __m256 load8(rwkvx_dtype dt, const void *base, size_t i) {
     switch (dt) {
@@ -63,7 +53,7 @@ static inline __attribute__((always_inline)) __m256 load8(rwkvx_dtype dt, const 
 static inline __attribute__((always_inline)) __m256 load8_partial(rwkvx_dtype dt, const void *base, size_t i,
                                                                   size_t count) {
     _Alignas(32) unsigned char buffer[LANES * sizeof(float)] = {0};
-    const size_t esize = element_size(dt);
+    const size_t esize = rwkvx_element_size(dt);
     memcpy(buffer, (const char *)base + i * esize, count * esize);
     return load8(dt, buffer, 0);
 }
@@ -84,30 +74,32 @@ static inline __attribute__((always_inline)) float sum1(__m256 a) {
 }
 
 // ---------------------------------------------------------------------------
-// Matrix-vector passes: one token against rows [r_begin, r_end) of a matrix whose
-// rows start ld elements apart; out[r - r_begin] = row r . x over n columns.
+// Matrix-vector passes: one token against rows of a matrix (see rwkvx_matrix);
+// out[j] = row j . x over n columns. A chunk of RWKVX_PANEL_COLS columns is two
+// 8-lane steps, taken in column order, so the order of the additions is that of
+// a row-major walk.
 
-static inline __attribute__((always_inline)) void dot_rows_block(rwkvx_dtype dt, const void *m, size_t ld, size_t n,
-                                                                 const float *x, size_t r, float *out) {
-    const size_t esize = element_size(dt);
-    const char *rows[MATVEC_ROWS];
-    for (int j = 0; j < MATVEC_ROWS; j++) rows[j] = (const char *)m + (r + j) * ld * esize;
-
-    const size_t ahead = PREFETCH_BLOCKS * MATVEC_ROWS * ld * esize;
+// MATVEC_ROWS rows that share a chunk stride. `ahead`: bytes past each chunk to
+// prefetch into L2, or 0 for none.
+static inline __attribute__((always_inline)) void dot_block(rwkvx_dtype dt, const rwkvx_row *rows, size_t n,
+                                                            const float *x, float *out, size_t ahead) {
+    const size_t esize = rwkvx_element_size(dt), stride = rows[0].stride;
     __m256 acc[MATVEC_ROWS];
     for (int j = 0; j < MATVEC_ROWS; j++) acc[j] = _mm256_setzero_ps();
     size_t c = 0;
     for (; c + LANES <= n; c += LANES) {
+        const size_t offset = (c / RWKVX_PANEL_COLS) * stride + (c % RWKVX_PANEL_COLS) * esize;
         const __m256 xv = _mm256_loadu_ps(x + c);
         for (int j = 0; j < MATVEC_ROWS; j++) {
-            if ((c * esize) % 64 == 0) _mm_prefetch(rows[j] + ahead + c * esize, _MM_HINT_T1);
-            acc[j] = _mm256_fmadd_ps(load8(dt, rows[j], c), xv, acc[j]);
+            if (ahead && (c * esize) % 64 == 0) _mm_prefetch(rows[j].start + offset + ahead, _MM_HINT_T1);
+            acc[j] = _mm256_fmadd_ps(load8(dt, rows[j].start + offset, 0), xv, acc[j]);
         }
     }
     if (c < n) {
+        const size_t offset = (c / RWKVX_PANEL_COLS) * stride + (c % RWKVX_PANEL_COLS) * esize;
         const __m256 xv = load8_partial(RWKVX_DTYPE_F32, x, c, n - c);
         for (int j = 0; j < MATVEC_ROWS; j++) {
-            acc[j] = _mm256_fmadd_ps(load8_partial(dt, rows[j], c, n - c), xv, acc[j]);
+            acc[j] = _mm256_fmadd_ps(load8_partial(dt, rows[j].start + offset, 0, n - c), xv, acc[j]);
         }
     }
     for (int j = 0; j < MATVEC_ROWS; j += 4) {
@@ -115,57 +107,68 @@ static inline __attribute__((always_inline)) void dot_rows_block(rwkvx_dtype dt,
     }
 }
 
-static inline __attribute__((always_inline)) float dot_one_row(rwkvx_dtype dt, const void *m, size_t ld, size_t n,
-                                                               const float *x, size_t r) {
-    const char *row = (const char *)m + r * ld * element_size(dt);
+static inline __attribute__((always_inline)) float dot_one(rwkvx_dtype dt, rwkvx_row row, size_t n, const float *x) {
+    const size_t esize = rwkvx_element_size(dt);
     __m256 acc = _mm256_setzero_ps();
     size_t c = 0;
     for (; c + LANES <= n; c += LANES) {
-        acc = _mm256_fmadd_ps(load8(dt, row, c), _mm256_loadu_ps(x + c), acc);
+        acc = _mm256_fmadd_ps(load8(dt, rwkvx_row_at(row, esize, c), 0), _mm256_loadu_ps(x + c), acc);
     }
     if (c < n) {
-        acc = _mm256_fmadd_ps(load8_partial(dt, row, c, n - c), load8_partial(RWKVX_DTYPE_F32, x, c, n - c), acc);
+        acc = _mm256_fmadd_ps(load8_partial(dt, rwkvx_row_at(row, esize, c), 0, n - c),
+                              load8_partial(RWKVX_DTYPE_F32, x, c, n - c), acc);
     }
     return sum1(acc);
 }
 
-static inline __attribute__((always_inline)) void dot_rows_typed(rwkvx_dtype dt, const void *m, size_t ld, size_t n,
-                                                                 const float *x, float *out,
-                                                                 size_t r_begin, size_t r_end) {
+// Rows [r_begin, r_end) of m; out[r - r_begin]. Row-major rows prefetch the rows
+// PREFETCH_BLOCKS blocks ahead; packed panels are one sequential stream and need no hint.
+static inline __attribute__((always_inline)) void matvec_typed(rwkvx_dtype dt, const rwkvx_matrix *m, size_t n,
+                                                               const float *x, float *out,
+                                                               size_t r_begin, size_t r_end) {
+    const size_t ahead = m->packed ? 0 : PREFETCH_BLOCKS * MATVEC_ROWS * m->ld * m->esize;
     size_t r = r_begin;
-    for (; r + MATVEC_ROWS <= r_end; r += MATVEC_ROWS) {
-        dot_rows_block(dt, m, ld, n, x, r, out + (r - r_begin));
+    while (r < r_end) {
+        if (r + MATVEC_ROWS <= r_end) {
+            rwkvx_row rows[MATVEC_ROWS];
+            for (int j = 0; j < MATVEC_ROWS; j++) rows[j] = rwkvx_matrix_row(m, r + j);
+            if (rows[0].stride == rows[MATVEC_ROWS - 1].stride) {
+                dot_block(dt, rows, n, x, out + (r - r_begin), ahead);
+                r += MATVEC_ROWS;
+                continue;
+            }
+        }
+        out[r - r_begin] = dot_one(dt, rwkvx_matrix_row(m, r), n, x);
+        r++;
     }
-    for (; r < r_end; r++) out[r - r_begin] = dot_one_row(dt, m, ld, n, x, r);
 }
 
 // ---------------------------------------------------------------------------
-// Prefill tile: TILE_TOKENS tokens against `nrows` (1 or TILE_ROWS) rows. Each
-// weight vector is converted once and used for every token of the tile.
+// Prefill tile: TILE_TOKENS tokens against `nrows` (1 or TILE_ROWS) rows that share
+// a chunk stride. Each weight vector is converted once and used for every token.
 
-static inline __attribute__((always_inline)) void matmul_tile(rwkvx_dtype dt, const void *w, size_t cols,
-                                                              const float *x, float *y, size_t ldy,
-                                                              size_t r, int nrows, const float *scales) {
-    const size_t esize = element_size(dt);
-    const char *rows[TILE_ROWS];
-    for (int j = 0; j < nrows; j++) rows[j] = (const char *)w + (r + j) * cols * esize;
-
+static inline __attribute__((always_inline)) void matmul_tile(rwkvx_dtype dt, const rwkvx_row *rows, int nrows,
+                                                              size_t cols, const float *x, float *y, size_t ldy,
+                                                              size_t r, const float *scales) {
+    const size_t esize = rwkvx_element_size(dt), stride = rows[0].stride;
     __m256 acc[TILE_ROWS][TILE_TOKENS];
     for (int j = 0; j < nrows; j++)
         for (int t = 0; t < TILE_TOKENS; t++) acc[j][t] = _mm256_setzero_ps();
 
     size_t c = 0;
     for (; c + LANES <= cols; c += LANES) {
+        const size_t offset = (c / RWKVX_PANEL_COLS) * stride + (c % RWKVX_PANEL_COLS) * esize;
         __m256 wv[TILE_ROWS];
-        for (int j = 0; j < nrows; j++) wv[j] = load8(dt, rows[j], c);
+        for (int j = 0; j < nrows; j++) wv[j] = load8(dt, rows[j].start + offset, 0);
         for (int t = 0; t < TILE_TOKENS; t++) {
             const __m256 xv = _mm256_loadu_ps(x + t * cols + c);
             for (int j = 0; j < nrows; j++) acc[j][t] = _mm256_fmadd_ps(wv[j], xv, acc[j][t]);
         }
     }
     if (c < cols) {
+        const size_t offset = (c / RWKVX_PANEL_COLS) * stride + (c % RWKVX_PANEL_COLS) * esize;
         __m256 wv[TILE_ROWS];
-        for (int j = 0; j < nrows; j++) wv[j] = load8_partial(dt, rows[j], c, cols - c);
+        for (int j = 0; j < nrows; j++) wv[j] = load8_partial(dt, rows[j].start + offset, 0, cols - c);
         for (int t = 0; t < TILE_TOKENS; t++) {
             const __m256 xv = load8_partial(RWKVX_DTYPE_F32, x + t * cols, c, cols - c);
             for (int j = 0; j < nrows; j++) acc[j][t] = _mm256_fmadd_ps(wv[j], xv, acc[j][t]);
@@ -187,53 +190,62 @@ static inline __attribute__((always_inline)) void matmul_tile(rwkvx_dtype dt, co
 #define TOKEN_BLOCK 64
 
 static inline __attribute__((always_inline)) void matmul_typed(rwkvx_dtype dt, const void *w, const float *scales,
-                                                               size_t cols, const float *x, size_t n_tok,
+                                                               size_t rows, size_t cols, const float *x, size_t n_tok,
                                                                float *y, size_t ldy,
                                                                size_t row_begin, size_t row_end) {
+    const rwkvx_matrix m = rwkvx_packed_matrix(dt, w, rows, cols);
     const size_t tiled_tokens = n_tok - n_tok % TILE_TOKENS;
     for (size_t t0 = 0; t0 < tiled_tokens; t0 += TOKEN_BLOCK) {
         const size_t t_end = (t0 + TOKEN_BLOCK < tiled_tokens) ? t0 + TOKEN_BLOCK : tiled_tokens;
         size_t r = row_begin;
-        for (; r + TILE_ROWS <= row_end; r += TILE_ROWS) {
-            for (size_t t = t0; t < t_end; t += TILE_TOKENS) {
-                matmul_tile(dt, w, cols, x + t * cols, y + t * ldy, ldy, r, TILE_ROWS, scales);
+        while (r < row_end) {
+            rwkvx_row tile[TILE_ROWS];
+            int nrows = 1;
+            tile[0] = rwkvx_matrix_row(&m, r);
+            if (r + TILE_ROWS <= row_end) {
+                for (int j = 1; j < TILE_ROWS; j++) tile[j] = rwkvx_matrix_row(&m, r + j);
+                if (tile[TILE_ROWS - 1].stride == tile[0].stride) nrows = TILE_ROWS;
             }
-        }
-        for (; r < row_end; r++) {
             for (size_t t = t0; t < t_end; t += TILE_TOKENS) {
-                matmul_tile(dt, w, cols, x + t * cols, y + t * ldy, ldy, r, 1, scales);
+                if (nrows == TILE_ROWS) {
+                    matmul_tile(dt, tile, TILE_ROWS, cols, x + t * cols, y + t * ldy, ldy, r, scales);
+                } else {
+                    matmul_tile(dt, tile, 1, cols, x + t * cols, y + t * ldy, ldy, r, scales);
+                }
             }
+            r += (size_t)nrows;
         }
     }
 
     // Leftover tokens (and the whole of a decode call) take the matrix-vector pass.
     for (size_t t = tiled_tokens; t < n_tok; t++) {
         float *yt = y + t * ldy;
-        dot_rows_typed(dt, w, cols, cols, x + t * cols, yt + row_begin, row_begin, row_end);
+        matvec_typed(dt, &m, cols, x + t * cols, yt + row_begin, row_begin, row_end);
         if (dt == RWKVX_DTYPE_I8) {
             for (size_t r = row_begin; r < row_end; r++) yt[r] *= scales[r];
         }
     }
 }
 
-static void avx2_matmul(rwkvx_dtype dtype, const void *w, const float *scales, size_t cols,
+static void avx2_matmul(rwkvx_dtype dtype, const void *w, const float *scales, size_t rows, size_t cols,
                         const float *x, size_t n_tok, float *y, size_t ldy,
                         size_t row_begin, size_t row_end) {
     switch (dtype) {
-    case RWKVX_DTYPE_F32: matmul_typed(RWKVX_DTYPE_F32, w, scales, cols, x, n_tok, y, ldy, row_begin, row_end); break;
-    case RWKVX_DTYPE_F16: matmul_typed(RWKVX_DTYPE_F16, w, scales, cols, x, n_tok, y, ldy, row_begin, row_end); break;
-    case RWKVX_DTYPE_BF16: matmul_typed(RWKVX_DTYPE_BF16, w, scales, cols, x, n_tok, y, ldy, row_begin, row_end); break;
-    case RWKVX_DTYPE_I8: matmul_typed(RWKVX_DTYPE_I8, w, scales, cols, x, n_tok, y, ldy, row_begin, row_end); break;
+    case RWKVX_DTYPE_F32: matmul_typed(RWKVX_DTYPE_F32, w, scales, rows, cols, x, n_tok, y, ldy, row_begin, row_end); break;
+    case RWKVX_DTYPE_F16: matmul_typed(RWKVX_DTYPE_F16, w, scales, rows, cols, x, n_tok, y, ldy, row_begin, row_end); break;
+    case RWKVX_DTYPE_BF16: matmul_typed(RWKVX_DTYPE_BF16, w, scales, rows, cols, x, n_tok, y, ldy, row_begin, row_end); break;
+    case RWKVX_DTYPE_I8: matmul_typed(RWKVX_DTYPE_I8, w, scales, rows, cols, x, n_tok, y, ldy, row_begin, row_end); break;
     }
 }
 
 static void avx2_dot_rows(rwkvx_dtype dtype, const float *a, const void *m, size_t ld, size_t n,
                           float *out, size_t row_begin, size_t row_end) {
+    const rwkvx_matrix matrix = rwkvx_plain_matrix(dtype, m, ld);
     switch (dtype) {
-    case RWKVX_DTYPE_F32: dot_rows_typed(RWKVX_DTYPE_F32, m, ld, n, a, out, row_begin, row_end); break;
-    case RWKVX_DTYPE_F16: dot_rows_typed(RWKVX_DTYPE_F16, m, ld, n, a, out, row_begin, row_end); break;
-    case RWKVX_DTYPE_BF16: dot_rows_typed(RWKVX_DTYPE_BF16, m, ld, n, a, out, row_begin, row_end); break;
-    case RWKVX_DTYPE_I8: dot_rows_typed(RWKVX_DTYPE_I8, m, ld, n, a, out, row_begin, row_end); break;
+    case RWKVX_DTYPE_F32: matvec_typed(RWKVX_DTYPE_F32, &matrix, n, a, out, row_begin, row_end); break;
+    case RWKVX_DTYPE_F16: matvec_typed(RWKVX_DTYPE_F16, &matrix, n, a, out, row_begin, row_end); break;
+    case RWKVX_DTYPE_BF16: matvec_typed(RWKVX_DTYPE_BF16, &matrix, n, a, out, row_begin, row_end); break;
+    case RWKVX_DTYPE_I8: matvec_typed(RWKVX_DTYPE_I8, &matrix, n, a, out, row_begin, row_end); break;
     }
 }
 
@@ -390,7 +402,7 @@ static inline __attribute__((always_inline)) void attention_score_block(rwkvx_dt
                                                                         size_t row_bytes, size_t head_size,
                                                                         const float *q, size_t row, size_t count,
                                                                         float scale, float *out, __m256 *max_v) {
-    const size_t esize = element_size(dt);
+    const size_t esize = rwkvx_element_size(dt);
     const char *rows[ATTENTION_ROWS];
     for (size_t j = 0; j < ATTENTION_ROWS; j++) rows[j] = k_head + (row + (j < count ? j : 0)) * row_bytes;
     const size_t ahead = ATTENTION_PREFETCH_ROWS * row_bytes;
@@ -419,7 +431,7 @@ static inline __attribute__((always_inline)) void attention_value_group(rwkvx_dt
                                                                         size_t row_bytes, size_t head_size, size_t d0,
                                                                         const size_t *ranges, size_t n_ranges,
                                                                         const float *p, float *y) {
-    const size_t esize = element_size(dt);
+    const size_t esize = rwkvx_element_size(dt);
     const size_t ahead = ATTENTION_PREFETCH_ROWS * row_bytes;
     size_t widths[4];
     __m256 even[4], odd[4];
@@ -469,7 +481,7 @@ static inline __attribute__((always_inline)) void attention_typed(rwkvx_dtype dt
                                                                   const void *v_cache, size_t ld, size_t head_size,
                                                                   const size_t *ranges, size_t n_ranges, float scale,
                                                                   float *scratch, float *y, size_t h_begin, size_t h_end) {
-    const size_t esize = element_size(dt);
+    const size_t esize = rwkvx_element_size(dt);
     const size_t row_bytes = ld * esize;
     for (size_t h = h_begin; h < h_end; h++) {
         const size_t col = h * head_size;

@@ -36,16 +36,6 @@
 // Addresses past the last row are harmless: prefetches never fault.
 #define PREFETCH_BLOCKS 2
 
-static inline __attribute__((always_inline)) size_t element_size(rwkvx_dtype dt) {
-    switch (dt) {
-    case RWKVX_DTYPE_F32: return 4;
-    case RWKVX_DTYPE_F16:
-    case RWKVX_DTYPE_BF16: return 2;
-    case RWKVX_DTYPE_I8: return 1;
-    }
-    return 4;
-}
-
 // Loads 16 elements of base[i...] as fp32.
 static inline __attribute__((always_inline)) __m512 load16(rwkvx_dtype dt, const void *base, size_t i) {
     switch (dt) {
@@ -111,31 +101,33 @@ static inline __attribute__((always_inline)) float sum1(__m512 a) {
 }
 
 // ---------------------------------------------------------------------------
-// Matrix-vector passes: one token against rows [r_begin, r_end) of a matrix whose
-// rows start ld elements apart; out[r - r_begin] = row r . x over n columns.
+// Matrix-vector passes: one token against rows of a matrix (see rwkvx_matrix);
+// out[j] = row j . x over n columns.
 
-static inline __attribute__((always_inline)) void dot_rows_block(rwkvx_dtype dt, const void *m, size_t ld, size_t n,
-                                                                 const float *x, size_t r, float *out) {
-    const size_t esize = element_size(dt);
-    const char *rows[MATVEC_ROWS];
-    for (int j = 0; j < MATVEC_ROWS; j++) rows[j] = (const char *)m + (r + j) * ld * esize;
+// MATVEC_ROWS rows that share a chunk stride. `ahead`: bytes past each chunk to
+// prefetch into L2, or 0 for none.
+static inline __attribute__((always_inline)) void dot_block(rwkvx_dtype dt, const rwkvx_row *rows, size_t n,
+                                                            const float *x, float *out, size_t ahead) {
+    const size_t esize = rwkvx_element_size(dt), stride = rows[0].stride;
+    const char *chunk[MATVEC_ROWS];
+    for (int j = 0; j < MATVEC_ROWS; j++) chunk[j] = rows[j].start;
 
-    const size_t ahead = PREFETCH_BLOCKS * MATVEC_ROWS * ld * esize;
     __m512 acc[MATVEC_ROWS];
     for (int j = 0; j < MATVEC_ROWS; j++) acc[j] = _mm512_setzero_ps();
     size_t c = 0;
     for (; c + LANES <= n; c += LANES) {
         const __m512 xv = _mm512_loadu_ps(x + c);
         for (int j = 0; j < MATVEC_ROWS; j++) {
-            if ((c * esize) % 64 == 0) _mm_prefetch(rows[j] + ahead + c * esize, _MM_HINT_T1);
-            acc[j] = _mm512_fmadd_ps(load16(dt, rows[j], c), xv, acc[j]);
+            if (ahead && (c * esize) % 64 == 0) _mm_prefetch(chunk[j] + ahead, _MM_HINT_T1);
+            acc[j] = _mm512_fmadd_ps(load16(dt, chunk[j], 0), xv, acc[j]);
+            chunk[j] += stride;
         }
     }
     if (c < n) {
         const __mmask16 mask = tail_mask(n - c);
         const __m512 xv = _mm512_maskz_loadu_ps(mask, x + c);
         for (int j = 0; j < MATVEC_ROWS; j++) {
-            acc[j] = _mm512_fmadd_ps(load16_masked(dt, rows[j], c, mask), xv, acc[j]);
+            acc[j] = _mm512_fmadd_ps(load16_masked(dt, chunk[j], 0, mask), xv, acc[j]);
         }
     }
     for (int j = 0; j < MATVEC_ROWS; j += 4) {
@@ -143,52 +135,60 @@ static inline __attribute__((always_inline)) void dot_rows_block(rwkvx_dtype dt,
     }
 }
 
-static inline __attribute__((always_inline)) float dot_one_row(rwkvx_dtype dt, const void *m, size_t ld, size_t n,
-                                                               const float *x, size_t r) {
-    const char *row = (const char *)m + r * ld * element_size(dt);
+static inline __attribute__((always_inline)) float dot_one(rwkvx_dtype dt, rwkvx_row row, size_t n, const float *x) {
+    const char *chunk = row.start;
     __m512 acc = _mm512_setzero_ps();
     size_t c = 0;
-    for (; c + LANES <= n; c += LANES) {
-        acc = _mm512_fmadd_ps(load16(dt, row, c), _mm512_loadu_ps(x + c), acc);
+    for (; c + LANES <= n; c += LANES, chunk += row.stride) {
+        acc = _mm512_fmadd_ps(load16(dt, chunk, 0), _mm512_loadu_ps(x + c), acc);
     }
     if (c < n) {
         const __mmask16 mask = tail_mask(n - c);
-        acc = _mm512_fmadd_ps(load16_masked(dt, row, c, mask), _mm512_maskz_loadu_ps(mask, x + c), acc);
+        acc = _mm512_fmadd_ps(load16_masked(dt, chunk, 0, mask), _mm512_maskz_loadu_ps(mask, x + c), acc);
     }
     return sum1(acc);
 }
 
-static inline __attribute__((always_inline)) void dot_rows_typed(rwkvx_dtype dt, const void *m, size_t ld, size_t n,
-                                                                 const float *x, float *out,
-                                                                 size_t r_begin, size_t r_end) {
+// Rows [r_begin, r_end) of m; out[r - r_begin]. Row-major rows prefetch the rows
+// PREFETCH_BLOCKS blocks ahead; packed panels are one sequential stream and need no hint.
+static inline __attribute__((always_inline)) void matvec_typed(rwkvx_dtype dt, const rwkvx_matrix *m, size_t n,
+                                                               const float *x, float *out,
+                                                               size_t r_begin, size_t r_end) {
+    const size_t ahead = m->packed ? 0 : PREFETCH_BLOCKS * MATVEC_ROWS * m->ld * m->esize;
     size_t r = r_begin;
-    for (; r + MATVEC_ROWS <= r_end; r += MATVEC_ROWS) {
-        dot_rows_block(dt, m, ld, n, x, r, out + (r - r_begin));
+    while (r < r_end) {
+        if (r + MATVEC_ROWS <= r_end) {
+            rwkvx_row rows[MATVEC_ROWS];
+            for (int j = 0; j < MATVEC_ROWS; j++) rows[j] = rwkvx_matrix_row(m, r + j);
+            if (rows[0].stride == rows[MATVEC_ROWS - 1].stride) {
+                dot_block(dt, rows, n, x, out + (r - r_begin), ahead);
+                r += MATVEC_ROWS;
+                continue;
+            }
+        }
+        out[r - r_begin] = dot_one(dt, rwkvx_matrix_row(m, r), n, x);
+        r++;
     }
-    for (; r < r_end; r++) out[r - r_begin] = dot_one_row(dt, m, ld, n, x, r);
 }
 
 // ---------------------------------------------------------------------------
-// Prefill tile: TILE_TOKENS tokens against `nrows` (1 or TILE_ROWS) rows. Each
-// weight vector is converted once and used for every token of the tile.
+// Prefill tile: TILE_TOKENS tokens against `nrows` (1 or TILE_ROWS) rows that share
+// a chunk stride. Each weight vector is converted once and used for every token.
 
-static inline __attribute__((always_inline)) void matmul_tile(rwkvx_dtype dt, const void *w, size_t cols,
-                                                              const float *x, float *y, size_t ldy,
-                                                              size_t r, int nrows, const float *scales) {
-    const size_t esize = element_size(dt);
-    const char *rows[TILE_ROWS];
-    for (int j = 0; j < nrows; j++) rows[j] = (const char *)w + (r + j) * cols * esize;
-
+static inline __attribute__((always_inline)) void matmul_tile(rwkvx_dtype dt, const rwkvx_row *rows, int nrows,
+                                                              size_t cols, const float *x, float *y, size_t ldy,
+                                                              size_t r, const float *scales) {
+    const size_t stride = rows[0].stride;
     __m512 acc[TILE_ROWS][TILE_TOKENS];
     for (int j = 0; j < nrows; j++)
         for (int t = 0; t < TILE_TOKENS; t++) acc[j][t] = _mm512_setzero_ps();
 
-    size_t c = 0;
-    for (; c + LANES <= cols; c += LANES) {
+    size_t c = 0, offset = 0;
+    for (; c + LANES <= cols; c += LANES, offset += stride) {
         __m512 xv[TILE_TOKENS];
         for (int t = 0; t < TILE_TOKENS; t++) xv[t] = _mm512_loadu_ps(x + t * cols + c);
         for (int j = 0; j < nrows; j++) {
-            const __m512 wv = load16(dt, rows[j], c);
+            const __m512 wv = load16(dt, rows[j].start + offset, 0);
             for (int t = 0; t < TILE_TOKENS; t++) acc[j][t] = _mm512_fmadd_ps(wv, xv[t], acc[j][t]);
         }
     }
@@ -197,7 +197,7 @@ static inline __attribute__((always_inline)) void matmul_tile(rwkvx_dtype dt, co
         __m512 xv[TILE_TOKENS];
         for (int t = 0; t < TILE_TOKENS; t++) xv[t] = _mm512_maskz_loadu_ps(mask, x + t * cols + c);
         for (int j = 0; j < nrows; j++) {
-            const __m512 wv = load16_masked(dt, rows[j], c, mask);
+            const __m512 wv = load16_masked(dt, rows[j].start + offset, 0, mask);
             for (int t = 0; t < TILE_TOKENS; t++) acc[j][t] = _mm512_fmadd_ps(wv, xv[t], acc[j][t]);
         }
     }
@@ -217,53 +217,62 @@ static inline __attribute__((always_inline)) void matmul_tile(rwkvx_dtype dt, co
 #define TOKEN_BLOCK 64
 
 static inline __attribute__((always_inline)) void matmul_typed(rwkvx_dtype dt, const void *w, const float *scales,
-                                                               size_t cols, const float *x, size_t n_tok,
+                                                               size_t rows, size_t cols, const float *x, size_t n_tok,
                                                                float *y, size_t ldy,
                                                                size_t row_begin, size_t row_end) {
+    const rwkvx_matrix m = rwkvx_packed_matrix(dt, w, rows, cols);
     const size_t tiled_tokens = n_tok - n_tok % TILE_TOKENS;
     for (size_t t0 = 0; t0 < tiled_tokens; t0 += TOKEN_BLOCK) {
         const size_t t_end = (t0 + TOKEN_BLOCK < tiled_tokens) ? t0 + TOKEN_BLOCK : tiled_tokens;
         size_t r = row_begin;
-        for (; r + TILE_ROWS <= row_end; r += TILE_ROWS) {
-            for (size_t t = t0; t < t_end; t += TILE_TOKENS) {
-                matmul_tile(dt, w, cols, x + t * cols, y + t * ldy, ldy, r, TILE_ROWS, scales);
+        while (r < row_end) {
+            rwkvx_row tile[TILE_ROWS];
+            int nrows = 1;
+            tile[0] = rwkvx_matrix_row(&m, r);
+            if (r + TILE_ROWS <= row_end) {
+                for (int j = 1; j < TILE_ROWS; j++) tile[j] = rwkvx_matrix_row(&m, r + j);
+                if (tile[TILE_ROWS - 1].stride == tile[0].stride) nrows = TILE_ROWS;
             }
-        }
-        for (; r < row_end; r++) {
             for (size_t t = t0; t < t_end; t += TILE_TOKENS) {
-                matmul_tile(dt, w, cols, x + t * cols, y + t * ldy, ldy, r, 1, scales);
+                if (nrows == TILE_ROWS) {
+                    matmul_tile(dt, tile, TILE_ROWS, cols, x + t * cols, y + t * ldy, ldy, r, scales);
+                } else {
+                    matmul_tile(dt, tile, 1, cols, x + t * cols, y + t * ldy, ldy, r, scales);
+                }
             }
+            r += (size_t)nrows;
         }
     }
 
     // Leftover tokens (and the whole of a decode call) take the matrix-vector pass.
     for (size_t t = tiled_tokens; t < n_tok; t++) {
         float *yt = y + t * ldy;
-        dot_rows_typed(dt, w, cols, cols, x + t * cols, yt + row_begin, row_begin, row_end);
+        matvec_typed(dt, &m, cols, x + t * cols, yt + row_begin, row_begin, row_end);
         if (dt == RWKVX_DTYPE_I8) {
             for (size_t r = row_begin; r < row_end; r++) yt[r] *= scales[r];
         }
     }
 }
 
-static void avx512_matmul(rwkvx_dtype dtype, const void *w, const float *scales, size_t cols,
+static void avx512_matmul(rwkvx_dtype dtype, const void *w, const float *scales, size_t rows, size_t cols,
                           const float *x, size_t n_tok, float *y, size_t ldy,
                           size_t row_begin, size_t row_end) {
     switch (dtype) {
-    case RWKVX_DTYPE_F32: matmul_typed(RWKVX_DTYPE_F32, w, scales, cols, x, n_tok, y, ldy, row_begin, row_end); break;
-    case RWKVX_DTYPE_F16: matmul_typed(RWKVX_DTYPE_F16, w, scales, cols, x, n_tok, y, ldy, row_begin, row_end); break;
-    case RWKVX_DTYPE_BF16: matmul_typed(RWKVX_DTYPE_BF16, w, scales, cols, x, n_tok, y, ldy, row_begin, row_end); break;
-    case RWKVX_DTYPE_I8: matmul_typed(RWKVX_DTYPE_I8, w, scales, cols, x, n_tok, y, ldy, row_begin, row_end); break;
+    case RWKVX_DTYPE_F32: matmul_typed(RWKVX_DTYPE_F32, w, scales, rows, cols, x, n_tok, y, ldy, row_begin, row_end); break;
+    case RWKVX_DTYPE_F16: matmul_typed(RWKVX_DTYPE_F16, w, scales, rows, cols, x, n_tok, y, ldy, row_begin, row_end); break;
+    case RWKVX_DTYPE_BF16: matmul_typed(RWKVX_DTYPE_BF16, w, scales, rows, cols, x, n_tok, y, ldy, row_begin, row_end); break;
+    case RWKVX_DTYPE_I8: matmul_typed(RWKVX_DTYPE_I8, w, scales, rows, cols, x, n_tok, y, ldy, row_begin, row_end); break;
     }
 }
 
 static void avx512_dot_rows(rwkvx_dtype dtype, const float *a, const void *m, size_t ld, size_t n,
                             float *out, size_t row_begin, size_t row_end) {
+    const rwkvx_matrix matrix = rwkvx_plain_matrix(dtype, m, ld);
     switch (dtype) {
-    case RWKVX_DTYPE_F32: dot_rows_typed(RWKVX_DTYPE_F32, m, ld, n, a, out, row_begin, row_end); break;
-    case RWKVX_DTYPE_F16: dot_rows_typed(RWKVX_DTYPE_F16, m, ld, n, a, out, row_begin, row_end); break;
-    case RWKVX_DTYPE_BF16: dot_rows_typed(RWKVX_DTYPE_BF16, m, ld, n, a, out, row_begin, row_end); break;
-    case RWKVX_DTYPE_I8: dot_rows_typed(RWKVX_DTYPE_I8, m, ld, n, a, out, row_begin, row_end); break;
+    case RWKVX_DTYPE_F32: matvec_typed(RWKVX_DTYPE_F32, &matrix, n, a, out, row_begin, row_end); break;
+    case RWKVX_DTYPE_F16: matvec_typed(RWKVX_DTYPE_F16, &matrix, n, a, out, row_begin, row_end); break;
+    case RWKVX_DTYPE_BF16: matvec_typed(RWKVX_DTYPE_BF16, &matrix, n, a, out, row_begin, row_end); break;
+    case RWKVX_DTYPE_I8: matvec_typed(RWKVX_DTYPE_I8, &matrix, n, a, out, row_begin, row_end); break;
     }
 }
 
@@ -407,7 +416,7 @@ static inline __attribute__((always_inline)) void attention_score_block(rwkvx_dt
                                                                         size_t row_bytes, size_t head_size,
                                                                         const float *q, size_t row, size_t count,
                                                                         float scale, float *out) {
-    const size_t esize = element_size(dt);
+    const size_t esize = rwkvx_element_size(dt);
     const char *rows[ATTENTION_ROWS];
     for (size_t j = 0; j < ATTENTION_ROWS; j++) rows[j] = k_head + (row + (j < count ? j : 0)) * row_bytes;
     const size_t ahead = ATTENTION_PREFETCH_ROWS * row_bytes;
@@ -440,7 +449,7 @@ static inline __attribute__((always_inline)) void attention_value_pass(rwkvx_dty
                                                                        size_t h0, size_t heads, size_t d0,
                                                                        const size_t *ranges, size_t n_ranges,
                                                                        const float *p, size_t p_stride, float *y) {
-    const size_t esize = element_size(dt);
+    const size_t esize = rwkvx_element_size(dt);
     const size_t ahead = ATTENTION_PREFETCH_ROWS * row_bytes;
     __mmask16 masks[4];
     for (int u = 0; u < 4; u++) {
@@ -487,7 +496,7 @@ static inline __attribute__((always_inline)) void attention_typed(rwkvx_dtype dt
                                                                   const void *v_cache, size_t ld, size_t head_size,
                                                                   const size_t *ranges, size_t n_ranges, float scale,
                                                                   float *scratch, float *y, size_t h_begin, size_t h_end) {
-    const size_t esize = element_size(dt);
+    const size_t esize = rwkvx_element_size(dt);
     const size_t row_bytes = ld * esize;
     size_t n = 0;
     for (size_t g = 0; g < n_ranges; g++) n += ranges[2 * g + 1] - ranges[2 * g];

@@ -63,10 +63,10 @@ static const rwkvx_kernel_table *table(void) {
     }
 }
 
-void rwkvx_matmul(rwkvx_dtype dtype, const void *w, const float *scales, size_t cols,
+void rwkvx_matmul(rwkvx_dtype dtype, const void *w, const float *scales, size_t rows, size_t cols,
                   const float *x, size_t n_tok, float *y, size_t ldy,
                   size_t row_begin, size_t row_end) {
-    table()->matmul(dtype, w, scales, cols, x, n_tok, y, ldy, row_begin, row_end);
+    table()->matmul(dtype, w, scales, rows, cols, x, n_tok, y, ldy, row_begin, row_end);
 }
 
 void rwkvx_wkv7_step(size_t head_size, float *state,

@@ -79,9 +79,69 @@ static inline uint16_t rwkvx_f32_to_bf16(float f) {
     return (uint16_t)(bits >> 16);
 }
 
+static inline size_t rwkvx_element_size(rwkvx_dtype dtype) {
+    switch (dtype) {
+    case RWKVX_DTYPE_F32: return 4;
+    case RWKVX_DTYPE_F16:
+    case RWKVX_DTYPE_BF16: return 2;
+    case RWKVX_DTYPE_I8: return 1;
+    }
+    return 4;
+}
+
+// Where a kernel finds one weight row: its columns come in chunks of
+// RWKVX_PANEL_COLS, and chunk k starts `k * stride` bytes after `start`. A row-major
+// row has stride RWKVX_PANEL_COLS elements; a packed row has its panel's height
+// times that (see rwkvx_pack_panels).
+typedef struct {
+    const char *start;
+    size_t stride;
+} rwkvx_row;
+
+// A matrix as the kernels walk it: packed panels of `rows` x `cols`, or row-major
+// rows `ld` elements apart.
+typedef struct {
+    const char *base;
+    size_t esize;
+    size_t rows;
+    size_t cols;
+    size_t ld;
+    int packed;
+} rwkvx_matrix;
+
+static inline rwkvx_matrix rwkvx_packed_matrix(rwkvx_dtype dtype, const void *w, size_t rows, size_t cols) {
+    rwkvx_matrix m = {(const char *)w, rwkvx_element_size(dtype), rows, cols, 0, 1};
+    return m;
+}
+
+static inline rwkvx_matrix rwkvx_plain_matrix(rwkvx_dtype dtype, const void *m, size_t ld) {
+    rwkvx_matrix matrix = {(const char *)m, rwkvx_element_size(dtype), 0, 0, ld, 0};
+    return matrix;
+}
+
+static inline rwkvx_row rwkvx_matrix_row(const rwkvx_matrix *m, size_t r) {
+    rwkvx_row row;
+    if (m->packed) {
+        const size_t padded = rwkvx_panel_cols(m->cols);
+        const size_t first = r / RWKVX_PANEL_ROWS * RWKVX_PANEL_ROWS;
+        const size_t height = (m->rows - first < RWKVX_PANEL_ROWS) ? m->rows - first : RWKVX_PANEL_ROWS;
+        row.start = m->base + (first * padded + (r - first) * RWKVX_PANEL_COLS) * m->esize;
+        row.stride = height * RWKVX_PANEL_COLS * m->esize;
+    } else {
+        row.start = m->base + r * m->ld * m->esize;
+        row.stride = RWKVX_PANEL_COLS * m->esize;
+    }
+    return row;
+}
+
+// Address of column c of a row.
+static inline const char *rwkvx_row_at(rwkvx_row row, size_t esize, size_t c) {
+    return row.start + (c / RWKVX_PANEL_COLS) * row.stride + (c % RWKVX_PANEL_COLS) * esize;
+}
+
 // One implementation of every public operation, per level.
 typedef struct {
-    void (*matmul)(rwkvx_dtype, const void *, const float *, size_t, const float *, size_t,
+    void (*matmul)(rwkvx_dtype, const void *, const float *, size_t, size_t, const float *, size_t,
                    float *, size_t, size_t, size_t);
     void (*wkv7_step)(size_t, float *, const float *, const float *, const float *,
                       const float *, const float *, const float *, float *, size_t, size_t);

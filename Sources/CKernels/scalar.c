@@ -14,37 +14,42 @@ static float load_element(rwkvx_dtype dtype, const void *base, size_t index) {
 
 // Dot product in 8 interleaved partial sums, added pairwise at the end: the same
 // order for every call, so a row's result does not depend on the batch.
-static float dot_row(rwkvx_dtype dtype, const void *w, size_t row_offset, const float *x, size_t n) {
+static float dot_row(rwkvx_dtype dtype, rwkvx_row row, const float *x, size_t n) {
+    const size_t esize = rwkvx_element_size(dtype);
     float acc[8] = {0};
     size_t c = 0;
     for (; c + 8 <= n; c += 8) {
+        const char *chunk = rwkvx_row_at(row, esize, c);
         for (int lane = 0; lane < 8; lane++) {
-            acc[lane] += load_element(dtype, w, row_offset + c + lane) * x[c + lane];
+            acc[lane] += load_element(dtype, chunk, lane) * x[c + lane];
         }
     }
     for (int lane = 0; c < n; c++, lane++) {
-        acc[lane] += load_element(dtype, w, row_offset + c) * x[c];
+        acc[lane] += load_element(dtype, rwkvx_row_at(row, esize, c), 0) * x[c];
     }
     float s01 = acc[0] + acc[1], s23 = acc[2] + acc[3];
     float s45 = acc[4] + acc[5], s67 = acc[6] + acc[7];
     return (s01 + s23) + (s45 + s67);
 }
 
-static void scalar_matmul(rwkvx_dtype dtype, const void *w, const float *scales, size_t cols,
+static void scalar_matmul(rwkvx_dtype dtype, const void *w, const float *scales, size_t rows, size_t cols,
                           const float *x, size_t n_tok, float *y, size_t ldy,
                           size_t row_begin, size_t row_end) {
+    const rwkvx_matrix m = rwkvx_packed_matrix(dtype, w, rows, cols);
     for (size_t r = row_begin; r < row_end; r++) {
+        const rwkvx_row row = rwkvx_matrix_row(&m, r);
         float scale = (dtype == RWKVX_DTYPE_I8) ? scales[r] : 1.0f;
         for (size_t t = 0; t < n_tok; t++) {
-            y[t * ldy + r] = dot_row(dtype, w, r * cols, x + t * cols, cols) * scale;
+            y[t * ldy + r] = dot_row(dtype, row, x + t * cols, cols) * scale;
         }
     }
 }
 
 static void scalar_dot_rows(rwkvx_dtype dtype, const float *a, const void *m, size_t ld, size_t n,
                             float *out, size_t row_begin, size_t row_end) {
+    const rwkvx_matrix matrix = rwkvx_plain_matrix(dtype, m, ld);
     for (size_t r = row_begin; r < row_end; r++) {
-        out[r - row_begin] = dot_row(dtype, m, r * ld, a, n);
+        out[r - row_begin] = dot_row(dtype, rwkvx_matrix_row(&matrix, r), a, n);
     }
 }
 
@@ -88,7 +93,9 @@ static void scalar_attention(const float *q, const void *k_cache, const void *v_
         float max_score = -INFINITY;
         for (size_t g = 0; g < n_ranges; g++) {
             for (size_t row = ranges[2 * g]; row < ranges[2 * g + 1]; row++) {
-                float s = dot_row(cache_dtype, k_cache, row * ld + col, q + col, head_size) * scale;
+                const rwkvx_row key = {(const char *)k_cache + (row * ld + col) * rwkvx_element_size(cache_dtype),
+                                       RWKVX_PANEL_COLS * rwkvx_element_size(cache_dtype)};
+                float s = dot_row(cache_dtype, key, q + col, head_size) * scale;
                 scratch[n++] = s;
                 if (s > max_score) max_score = s;
             }

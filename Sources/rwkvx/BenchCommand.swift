@@ -7,6 +7,11 @@
 // every thread. Model numbers are the median of --repeat timed runs after one
 // untimed warm-up, with min and max.
 //
+// A shared VM's read bandwidth moves by up to 2x within seconds (other tenants),
+// so a decode run is held against a read probe taken just before it, not against
+// the probe at start: the "% of read bandwidth" of a decode test is the median of
+// those per-run ratios.
+//
 // Left out: perplexity or any accuracy figure (random weights generate noise).
 import CKernels
 import Foundation
@@ -78,7 +83,10 @@ struct ThroughputResult: Encodable {
     let test: String
     let tokensPerSecond: Summary
     var gbPerSecond: Double?
+    /// Median over the timed runs of (run GB/s) / (read probe just before the run).
     var bandwidthFraction: Double?
+    /// Those read probes, GB/s.
+    var adjacentReadGBps: Summary?
     var gflops: Double?
     var fmaPeakFraction: Double?
 }
@@ -153,15 +161,17 @@ private func runBench(_ args: Arguments) throws {
     let weights = format == .stored ? "\(stored) (as stored)" : format.rawValue
 
     Output.err("measuring memory bandwidth and FMA peak ...\n")
+    var probe: ReadProbe? = ReadProbe(pool: pool)
     let machine = MachineLimits(cpu: cpuModelName(), kernelLevel: kernelLevelName(),
-                                readGBps: measureReadBandwidth(pool: pool) / 1e9,
+                                readGBps: probe!.measure(passes: 6) / 1e9,
                                 fmaPeakGFLOPs: measureFMAPeak(pool: pool) / 1e9)
     var report = BenchReport(model: path, layout: config.layout.rawValue, weights: weights, threads: settings.threads,
                              weightBytesPerToken: model.stage.weightBytesPerToken, machine: machine)
 
     if contexts.isEmpty {
-        report.results = try measureThroughput(model: model, settings: settings, machine: machine)
+        report.results = try measureThroughput(model: model, settings: settings, machine: machine, probe: probe!)
     } else {
+        probe = nil  // resident memory is part of what --context reports
         guard config.nSparseLayer > 0 else {
             throw UsageError(message: "--context needs a model with sparse-attention layers (use --shape rwkvx)")
         }
@@ -182,33 +192,44 @@ private func runBench(_ args: Arguments) throws {
 
 // MARK: - Machine limits
 
-/// Best bytes per second of a streaming read of 512 MiB split over the pool's threads.
-private func measureReadBandwidth(pool: ThreadPool) -> Double {
-    let count = 128 << 20  // floats: 512 MiB, 16x a 32 MiB L3
-    let raw = UnsafeMutableRawPointer.allocate(byteCount: count * 4, alignment: 64)
-    defer { raw.deallocate() }
-    let buffer = raw.bindMemory(to: Float.self, capacity: count)
-    // Touch every page (and give the values some variety) before timing.
-    for i in stride(from: 0, to: count, by: 1024) { buffer[i] = Float(i & 255) }
-    for i in 0..<count where i % 1024 != 0 { buffer[i] = 0 }
-    let shared = SendablePointer(buffer)
-    let parts = pool.threadCount
-    var best = 0.0
-    for _ in 0..<6 {
-        let start = DispatchTime.now().uptimeNanoseconds
-        pool.parallelFor(parts) { range in
-            for part in range {
-                let chunk = count / parts / 64 * 64
-                let begin = part * chunk
-                let length = part == parts - 1 ? count - begin : chunk
-                var sink = rwkvx_bench_read(shared.base + begin, length)
-                withUnsafeMutablePointer(to: &sink) { _ in }
-            }
-        }
-        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        best = max(best, Double(count * 4) / seconds)
+/// Streaming reads of a 512 MiB buffer split over the pool's threads.
+private final class ReadProbe {
+    private let count = 128 << 20  // floats: 512 MiB, 16x a 32 MiB L3
+    private let raw: UnsafeMutableRawPointer
+    private let pool: ThreadPool
+
+    init(pool: ThreadPool) {
+        self.pool = pool
+        raw = UnsafeMutableRawPointer.allocate(byteCount: count * 4, alignment: 64)
+        let buffer = raw.bindMemory(to: Float.self, capacity: count)
+        // Touch every page (and give the values some variety) before timing.
+        for i in stride(from: 0, to: count, by: 1024) { buffer[i] = Float(i & 255) }
+        for i in 0..<count where i % 1024 != 0 { buffer[i] = 0 }
     }
-    return best
+
+    deinit { raw.deallocate() }
+
+    /// Best bytes per second of `passes` reads of the whole buffer.
+    func measure(passes: Int) -> Double {
+        let shared = SendablePointer(raw.assumingMemoryBound(to: Float.self))
+        let parts = pool.threadCount, count = self.count
+        var best = 0.0
+        for _ in 0..<passes {
+            let start = DispatchTime.now().uptimeNanoseconds
+            pool.parallelFor(parts) { range in
+                for part in range {
+                    let chunk = count / parts / 64 * 64
+                    let begin = part * chunk
+                    let length = part == parts - 1 ? count - begin : chunk
+                    var sink = rwkvx_bench_read(shared.base + begin, length)
+                    withUnsafeMutablePointer(to: &sink) { _ in }
+                }
+            }
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            best = max(best, Double(count * 4) / seconds)
+        }
+        return best
+    }
 }
 
 /// Best fp32 FLOP/s of independent FMA chains run on every pool thread at once.
@@ -267,7 +288,25 @@ private func timedRuns(_ repeats: Int, _ body: () throws -> Void) rethrows -> [D
     return runs
 }
 
-private func measureThroughput(model: Model, settings: BenchSettings, machine: MachineLimits) throws -> [ThroughputResult] {
+/// As timedRuns, with a read probe (best of 2 passes, bytes/s) just before each timed run.
+private func probedRuns(_ repeats: Int, probe: ReadProbe,
+                        _ body: () throws -> Void) rethrows -> (seconds: [Double], readBps: [Double]) {
+    try body()
+    var runs: [Double] = [], reads: [Double] = []
+    for _ in 0..<repeats {
+        reads.append(probe.measure(passes: 2))
+        runs.append(try seconds(body))
+    }
+    return (runs, reads)
+}
+
+/// Median over runs of the bytes/s a run moved against the probe taken before it.
+private func bandwidthFraction(_ runs: (seconds: [Double], readBps: [Double]), bytesPerRun: Double) -> Double {
+    Summary(zip(runs.seconds, runs.readBps).map { bytesPerRun / $0 / $1 }).median
+}
+
+private func measureThroughput(model: Model, settings: BenchSettings, machine: MachineLimits,
+                               probe: ReadProbe) throws -> [ThroughputResult] {
     let stage = model.stage
     let vocab = model.config.vocabSize
     let bytesPerToken = Double(stage.weightBytesPerToken)
@@ -291,13 +330,15 @@ private func measureThroughput(model: Model, settings: BenchSettings, machine: M
     let steps = benchTokens(settings.genTokens, vocab: vocab, seed: 2)
     var state = model.makeState()
     _ = try model.forward(benchTokens(16, vocab: vocab, seed: 3), state: &state)
-    let decodeRuns = try timedRuns(settings.repeats) {
+    let decodeRuns = try probedRuns(settings.repeats, probe: probe) {
         for token in steps { _ = try model.forward([token], state: &state) }
     }
-    let decodeRate = Summary(decodeRuns).rate(work: Double(settings.genTokens))
+    let decodeRate = Summary(decodeRuns.seconds).rate(work: Double(settings.genTokens))
     let decodeGBps = decodeRate.median * bytesPerToken / 1e9
-    results.append(ThroughputResult(test: "decode batch 1", tokensPerSecond: decodeRate, gbPerSecond: decodeGBps,
-                                    bandwidthFraction: decodeGBps / machine.readGBps))
+    results.append(ThroughputResult(
+        test: "decode batch 1", tokensPerSecond: decodeRate, gbPerSecond: decodeGBps,
+        bandwidthFraction: bandwidthFraction(decodeRuns, bytesPerRun: bytesPerToken * Double(settings.genTokens)),
+        adjacentReadGBps: Summary(decodeRuns.readBps).scaled(1e-9)))
 
     // Decode at batch B: B sessions, one forwardBatch pass over the weights per step.
     if settings.batch > 1 {
@@ -308,7 +349,7 @@ private func measureThroughput(model: Model, settings: BenchSettings, machine: M
         var vFirst: [Float] = []
         stage.forwardBatch(&x, vFirst: &vFirst, tokenCounts: Array(repeating: 16, count: b), states: &states)
         let ones = Array(repeating: 1, count: b)
-        let batchRuns = try timedRuns(settings.repeats) {
+        let batchRuns = try probedRuns(settings.repeats, probe: probe) {
             for step in 0..<settings.genTokens {
                 var x = try stage.embed((0..<b).map { (steps[step] + $0 * 31) % vocab })
                 var vFirst: [Float] = []
@@ -316,13 +357,15 @@ private func measureThroughput(model: Model, settings: BenchSettings, machine: M
                 _ = stage.logits(rows: x)
             }
         }
-        let batchRate = Summary(batchRuns).rate(work: Double(b * settings.genTokens))
+        let batchRate = Summary(batchRuns.seconds).rate(work: Double(b * settings.genTokens))
         let stepsPerSecond = batchRate.median / Double(b)
         let batchGBps = stepsPerSecond * bytesPerToken / 1e9
         let batchGFLOPs = batchRate.median * Double(stage.blockMatmulFlopsPerToken + stage.headFlopsPerRow) / 1e9
-        results.append(ThroughputResult(test: "decode batch \(b)", tokensPerSecond: batchRate, gbPerSecond: batchGBps,
-                                        bandwidthFraction: batchGBps / machine.readGBps, gflops: batchGFLOPs,
-                                        fmaPeakFraction: batchGFLOPs / machine.fmaPeakGFLOPs))
+        results.append(ThroughputResult(
+            test: "decode batch \(b)", tokensPerSecond: batchRate, gbPerSecond: batchGBps,
+            bandwidthFraction: bandwidthFraction(batchRuns, bytesPerRun: bytesPerToken * Double(settings.genTokens)),
+            adjacentReadGBps: Summary(batchRuns.readBps).scaled(1e-9), gflops: batchGFLOPs,
+            fmaPeakFraction: batchGFLOPs / machine.fmaPeakGFLOPs))
     }
     return results
 }
@@ -418,16 +461,21 @@ private func formatReport(_ report: BenchReport, settings: BenchSettings, contex
     out += String(format: "machine   memory read %.1f GB/s (best of 6, %d threads, 512 MiB); fp32 FMA peak %.1f GFLOP/s (best of 6, %d threads)\n",
                   report.machine.readGBps, report.threads, report.machine.fmaPeakGFLOPs, report.threads)
     out += String(format: "weights   %.1f MB read per decoded token\n", Double(report.weightBytesPerToken) / 1e6)
-    out += "runs      median of \(settings.repeats) timed runs after 1 warm-up, with min-max\n\n"
+    out += "runs      median of \(settings.repeats) timed runs after 1 warm-up, with min-max\n"
+    if !contextMode {
+        out += "bound     each decode run against a read probe (best of 2) just before it; % is the median per-run ratio\n"
+    }
+    out += "\n"
 
     func cell(_ value: Double?, _ format: String) -> String { value.map { String(format: format, $0) } ?? "-" }
     if !contextMode {
-        out += "| test | tokens/s | min-max | GB/s | % of read bandwidth | GFLOP/s | % of FMA peak |\n"
-        out += "|---|---|---|---|---|---|---|\n"
+        out += "| test | tokens/s | min-max | GB/s | probe GB/s | % of read bandwidth | GFLOP/s | % of FMA peak |\n"
+        out += "|---|---|---|---|---|---|---|---|\n"
         for r in report.results {
             out += "| \(r.test) | " + String(format: "%.1f", r.tokensPerSecond.median)
                 + " | " + String(format: "%.1f-%.1f", r.tokensPerSecond.min, r.tokensPerSecond.max)
-                + " | " + cell(r.gbPerSecond, "%.1f") + " | " + cell(r.bandwidthFraction.map { $0 * 100 }, "%.0f%%")
+                + " | " + cell(r.gbPerSecond, "%.1f") + " | " + cell(r.adjacentReadGBps?.median, "%.1f")
+                + " | " + cell(r.bandwidthFraction.map { $0 * 100 }, "%.0f%%")
                 + " | " + cell(r.gflops, "%.1f") + " | " + cell(r.fmaPeakFraction.map { $0 * 100 }, "%.0f%%") + " |\n"
         }
         if let one = report.results.first(where: { $0.test == "decode batch 1" }),

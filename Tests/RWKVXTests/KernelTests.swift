@@ -69,6 +69,50 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    // Packing moves bytes only: over packed panels (one token or register tiles) a
+    // row gives the same bits as over its row-major bytes.
+    func testPackedLayoutChangesNoBit() {
+        for dtype in dtypes where dtype != RWKVX_DTYPE_I8 {
+            for (rows, cols, nTok) in [(13, 77, 1), (37, 77, 8), (16, 768, 4), (9, 16, 5)] {
+                let weights = Weights(dtype: dtype, rows: rows, cols: cols, seed: UInt64(rows + cols))
+                let x = randomFloats(nTok * cols, seed: 61)
+                for level in levels {
+                    let packed = matmul(weights, x: x, nTok: nTok, level: level)
+                    for t in 0..<nTok {
+                        var plain = [Float](repeating: .nan, count: rows)
+                        weights.bytes.withUnsafeBytes { m in
+                            rwkvx_dot_rows(dtype, Array(x[t * cols..<(t + 1) * cols]), m.baseAddress, cols, cols,
+                                           &plain, 0, rows)
+                        }
+                        XCTAssertEqual(Array(packed[t * rows..<(t + 1) * rows]), plain,
+                                       "dtype \(dtype.rawValue) level \(level) \(rows)x\(cols) token \(t)")
+                    }
+                }
+            }
+        }
+    }
+
+    func testPackKeepsEveryElement() {
+        let (rows, cols) = (11, 37)
+        let weights = Weights(dtype: RWKVX_DTYPE_F32, rows: rows, cols: cols, seed: 62)
+        let values = weights.asFloats()
+        XCTAssertEqual(weights.packed.count, rows * 48 * 4)
+        weights.packed.withUnsafeBytes { raw in
+            let packed = raw.bindMemory(to: Float.self)
+            var seen = 0
+            for r in 0..<rows {
+                let panel = r / 8, height = min(8, rows - panel * 8)
+                for c in 0..<cols {
+                    let index = panel * 8 * 48 + (c / 16) * height * 16 + (r % 8) * 16 + c % 16
+                    XCTAssertEqual(packed[index], values[r * cols + c], "row \(r) column \(c)")
+                    seen += 1
+                }
+            }
+            XCTAssertEqual(seen, rows * cols)
+            XCTAssertEqual(packed.filter { $0 == 0 }.count, packed.count - rows * cols)
+        }
+    }
+
     func testThreadPoolMatchesOneThread() {
         let (rows, cols, nTok) = (100, 96, 5)
         let weights = Weights(dtype: RWKVX_DTYPE_BF16, rows: rows, cols: cols, seed: 31)
@@ -299,21 +343,21 @@ final class KernelTests: XCTestCase {
     }
 
     private func matmulInto(_ y: inout [Float], _ weights: Weights, x: [Float], nTok: Int, rows: Range<Int>) {
-        weights.bytes.withUnsafeBytes { w in
-            rwkvx_matmul(weights.dtype, w.baseAddress, weights.scales, weights.cols, x, nTok,
+        weights.packed.withUnsafeBytes { w in
+            rwkvx_matmul(weights.dtype, w.baseAddress, weights.scales, weights.rows, weights.cols, x, nTok,
                          &y, weights.rows, rows.lowerBound, rows.upperBound)
         }
     }
 
     private func pooledMatmul(_ pool: ThreadPool, _ weights: Weights, x: [Float], nTok: Int) -> [Float] {
         var y = [Float](repeating: .nan, count: nTok * weights.rows)
-        weights.bytes.withUnsafeBytes { w in
+        weights.packed.withUnsafeBytes { w in
             y.withUnsafeMutableBufferPointer { out in
                 let wPointer = SendablePointer(mutating: w.baseAddress!.assumingMemoryBound(to: UInt8.self))
                 let yPointer = SendablePointer(out.baseAddress!)
                 let (dtype, scales, cols, rows) = (weights.dtype, weights.scales, weights.cols, weights.rows)
                 pool.parallelFor(rows, alignment: 16) { range in
-                    rwkvx_matmul(dtype, wPointer.base, scales, cols, x, nTok, yPointer.base, rows,
+                    rwkvx_matmul(dtype, wPointer.base, scales, rows, cols, x, nTok, yPointer.base, rows,
                                  range.lowerBound, range.upperBound)
                 }
             }
@@ -342,7 +386,10 @@ private struct Weights {
     let dtype: rwkvx_dtype
     let rows: Int
     let cols: Int
+    /// Row-major, as stored in a checkpoint.
     let bytes: [UInt8]
+    /// The panel layout rwkvx_matmul takes.
+    let packed: [UInt8]
     let scales: [Float]
 
     init(dtype: rwkvx_dtype, rows: Int, cols: Int, seed: UInt64) {
@@ -360,6 +407,9 @@ private struct Weights {
             bytes = encode(values, as: dtype)
             scales = []
         }
+        var packed = [UInt8](repeating: 0xAA, count: rwkvx_packed_bytes(dtype, rows, cols))
+        bytes.withUnsafeBytes { rwkvx_pack_panels(dtype, $0.baseAddress, rows, cols, &packed) }
+        self.packed = packed
     }
 
     /// The stored values as fp32, without the I8 scales.

@@ -44,11 +44,34 @@ int rwkvx_get_level(void);
 int rwkvx_set_level(int level);
 const char *rwkvx_level_name(int level);
 
-// Matrix product with a weight in [rows, cols] row-major layout (PyTorch Linear:
-// [out, in]):  y[t * ldy + r] = sum_c w[r][c] * x[t * cols + c]
+// Packed ("panel") layout of the weights rwkvx_matmul takes. Rows are grouped in
+// panels of RWKVX_PANEL_ROWS (the last panel may hold fewer); inside a panel the
+// rows are interleaved in chunks of RWKVX_PANEL_COLS columns: chunk 0 of every row
+// of the panel, then chunk 1, and so on. Columns are zero-padded to a multiple of
+// RWKVX_PANEL_COLS. A one-token pass then reads the matrix as one sequential
+// stream, which the hardware prefetchers follow, instead of eight short row
+// streams. On a 2-vCPU Zen 4 VM that raised a bf16 matrix-vector pass over 283 MB
+// from 39 to 50 GB/s (median of 7). A row's products are added in the same order
+// as over a row-major row, so packing changes no result bit.
+#define RWKVX_PANEL_ROWS 8
+#define RWKVX_PANEL_COLS 16
+
+static inline size_t rwkvx_panel_cols(size_t cols) {
+    return (cols + RWKVX_PANEL_COLS - 1) / RWKVX_PANEL_COLS * RWKVX_PANEL_COLS;
+}
+
+// Bytes of a packed [rows, cols] matrix of `dtype`.
+size_t rwkvx_packed_bytes(rwkvx_dtype dtype, size_t rows, size_t cols);
+
+// Packs a row-major [rows, cols] matrix of `dtype` into rwkvx_packed_bytes() bytes
+// at dst (same dtype, no conversion).
+void rwkvx_pack_panels(rwkvx_dtype dtype, const void *src, size_t rows, size_t cols, void *dst);
+
+// Matrix product with a packed weight of [rows, cols] (PyTorch Linear: [out, in]):
+//   y[t * ldy + r] = sum_c w[r][c] * x[t * cols + c]
 // for t in [0, n_tok) and r in [row_begin, row_end).
 // scales: per-row fp32 scale for RWKVX_DTYPE_I8 (NULL otherwise).
-void rwkvx_matmul(rwkvx_dtype dtype, const void *w, const float *scales, size_t cols,
+void rwkvx_matmul(rwkvx_dtype dtype, const void *w, const float *scales, size_t rows, size_t cols,
                   const float *x, size_t n_tok, float *y, size_t ldy,
                   size_t row_begin, size_t row_end);
 

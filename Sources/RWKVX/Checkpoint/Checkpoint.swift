@@ -73,6 +73,13 @@ public final class Checkpoint: @unchecked Sendable {
         return TensorView(name: name, dtype: entry.dtype, shape: entry.shape, strides: entry.strides, base: base)
     }
 
+    /// Hands the pages of a dense view back to the page cache once its bytes have
+    /// been copied (see MappedFile.release); reading the view again stays valid.
+    func releasePages(of view: TensorView) {
+        guard view.isContiguous else { return }
+        file.release(view.base, count: view.count * view.dtype.byteSize)
+    }
+
     /// Bytes of the storage (pth) or data range (safetensors) holding a tensor;
     /// views into one shared storage all report its full size.
     public func storageByteCount(of name: String) throws -> Int {

@@ -59,6 +59,23 @@ public final class MappedFile: @unchecked Sendable {
         }
     }
 
+    /// Drops this process's mapping of the whole pages inside [pointer, pointer + count)
+    /// that belong to the file, for bytes read once and kept elsewhere (weights packed
+    /// at load). The pages stay in the page cache, and touching them again reads them
+    /// back, so this never changes what the mapping contains. Ranges outside the
+    /// mapping are ignored.
+    func release(_ pointer: UnsafeRawPointer, count: Int) {
+        guard let base = bytes.baseAddress, count > 0 else { return }
+        let start = Int(bitPattern: pointer), end = start + count
+        let mapStart = Int(bitPattern: base), mapEnd = mapStart + size
+        guard start >= mapStart, end <= mapEnd else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let first = (start + page - 1) / page * page, last = end / page * page
+        if first < last {
+            _ = madvise(UnsafeMutableRawPointer(bitPattern: first), last - first, MADV_DONTNEED)
+        }
+    }
+
     /// The bytes in `range`, or nil when any part of it lies outside the file.
     func slice(offset: Int, count: Int) -> UnsafeRawBufferPointer? {
         guard offset >= 0, count >= 0, offset <= size, count <= size - offset else { return nil }

@@ -1,10 +1,12 @@
-// A weight matrix in the layout the kernels take: [rows, cols] row-major, rows are
-// outputs (PyTorch Linear [out, in]). Weights stay in their stored dtype and point
-// into the mapped checkpoint where possible, so loading a model copies nothing.
+// A weight matrix in the layout the kernels take: [rows, cols], rows are outputs
+// (PyTorch Linear [out, in]). fp32, fp16 and bf16 weights keep their stored dtype
+// and are packed into the kernels' panel layout at load (rwkvx_pack_panels), one
+// copy of the same size; the checkpoint pages they came from are then handed back
+// to the page cache, so resident memory holds each weight once. int8 weights stay
+// row-major for rwkvx_matmul_q8.
 import CKernels
 
-/// Storage of weights that had to be converted at load (strided views, LoRA
-/// transposes, int8 quantisation). Freed with the last matrix that uses it.
+/// Storage of weights packed or converted at load. Freed with the last matrix that uses it.
 final class OwnedBuffer: @unchecked Sendable {
     let pointer: UnsafeMutableRawPointer
     let byteCount: Int
@@ -44,12 +46,13 @@ public struct Matrix: @unchecked Sendable {
         return rows * cols * element + (scales == nil ? 0 : rows * 4)
     }
 
-    /// Wraps a [rows, cols] tensor, without copying when it is contiguous and kept as stored.
+    /// Packs a [rows, cols] tensor kept as stored, or converts it to `format`.
+    /// When `owner` is the checkpoint, the pages of a packed tensor are released.
     init(_ view: TensorView, keepAlive owner: AnyObject, format: WeightFormat = .stored) {
         precondition(view.shape.count == 2, "Matrix needs a 2-D tensor, got \(view.shape) for \(view.name)")
         if format == .stored && view.isContiguous {
-            self.init(rows: view.shape[0], cols: view.shape[1], dtype: view.dtype.kernelDType,
-                      data: view.base, scales: nil, owners: [owner])
+            self.init(rows: view.shape[0], cols: view.shape[1], packing: view.dtype.kernelDType, rowMajor: view.base)
+            (owner as? Checkpoint)?.releasePages(of: view)
         } else {
             self.init(rows: view.shape[0], cols: view.shape[1], float32: view.toFloat32(),
                       format: format == .int8 ? .int8 : .float32)
@@ -66,27 +69,29 @@ public struct Matrix: @unchecked Sendable {
         self.owners = owners
     }
 
+    /// Packs row-major [rows, cols] values of a float dtype into panels.
+    private init(rows: Int, cols: Int, packing dtype: rwkvx_dtype, rowMajor values: UnsafeRawPointer) {
+        precondition(dtype != RWKVX_DTYPE_I8, "int8 matrices are quantised, not packed")
+        let buffer = OwnedBuffer(byteCount: rwkvx_packed_bytes(dtype, rows, cols))
+        rwkvx_pack_panels(dtype, values, rows, cols, buffer.pointer)
+        self.init(rows: rows, cols: cols, dtype: dtype, data: UnsafeRawPointer(buffer.pointer), scales: nil,
+                  owners: [buffer])
+    }
+
     /// Builds a matrix from dense row-major fp32 values, converted to `format`.
     init(rows: Int, cols: Int, float32 values: [Float], format: WeightFormat = .float32) {
         precondition(values.count == rows * cols)
-        self.rows = rows
-        self.cols = cols
         if format == .int8 {
             let buffer = OwnedBuffer(byteCount: rows * cols + rows * 4)
             let q = buffer.pointer.bindMemory(to: Int8.self, capacity: rows * cols)
             let s = (buffer.pointer + rows * cols).bindMemory(to: Float.self, capacity: rows)
             values.withUnsafeBufferPointer { rwkvx_quantize_i8_rows($0.baseAddress!, rows, cols, q, s) }
-            dtype = RWKVX_DTYPE_I8
-            data = UnsafeRawPointer(q)
-            scales = UnsafePointer(s)
-            owners = [buffer]
+            self.init(rows: rows, cols: cols, dtype: RWKVX_DTYPE_I8, data: UnsafeRawPointer(q), scales: UnsafePointer(s),
+                      owners: [buffer])
         } else {
-            let buffer = OwnedBuffer(byteCount: rows * cols * 4)
-            values.withUnsafeBytes { buffer.pointer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-            dtype = RWKVX_DTYPE_F32
-            data = UnsafeRawPointer(buffer.pointer)
-            scales = nil
-            owners = [buffer]
+            self = values.withUnsafeBytes {
+                Matrix(rows: rows, cols: cols, packing: RWKVX_DTYPE_F32, rowMajor: $0.baseAddress!)
+            }
         }
     }
 
@@ -103,18 +108,19 @@ public struct Matrix: @unchecked Sendable {
         if keepBF16 && view.dtype == .bfloat16 {
             // Every value came from a bf16, so its low 16 bits are zero and the
             // truncation is exact: the kernels read back the same fp32 values.
-            let buffer = OwnedBuffer(byteCount: t.count * 2)
-            let halves = buffer.pointer.bindMemory(to: UInt16.self, capacity: t.count)
-            for index in t.indices { halves[index] = UInt16(truncatingIfNeeded: t[index].bitPattern >> 16) }
-            return Matrix(rows: outer, cols: inner, dtype: RWKVX_DTYPE_BF16, data: UnsafeRawPointer(buffer.pointer),
-                          scales: nil, owners: [buffer])
+            let halves = t.map { UInt16(truncatingIfNeeded: $0.bitPattern >> 16) }
+            return halves.withUnsafeBytes {
+                Matrix(rows: outer, cols: inner, packing: RWKVX_DTYPE_BF16, rowMajor: $0.baseAddress!)
+            }
         }
         return Matrix(rows: outer, cols: inner, float32: t)
     }
 
     /// y[t][r] = sum_c W[r][c] x[t][c] for rows in `rowRange`; x: [nTok, cols], y: [nTok, rows].
+    /// Float dtypes only: int8 matrices run through rwkvx_matmul_q8 (see prepareMatmuls).
     func apply(_ x: UnsafePointer<Float>, nTok: Int, into y: UnsafeMutablePointer<Float>,
                rows rowRange: Range<Int>) {
-        rwkvx_matmul(dtype, data, scales, cols, x, nTok, y, rows, rowRange.lowerBound, rowRange.upperBound)
+        precondition(dtype != RWKVX_DTYPE_I8, "int8 matrices need quantised inputs (prepareMatmuls)")
+        rwkvx_matmul(dtype, data, scales, rows, cols, x, nTok, y, rows, rowRange.lowerBound, rowRange.upperBound)
     }
 }
