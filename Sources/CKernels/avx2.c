@@ -361,6 +361,97 @@ static void avx2_exp(const float *x, float *y, size_t n) {
 }
 
 // ---------------------------------------------------------------------------
+// Time-mix activations of one head (see rwkvx_tmix_prepare and _finish).
+
+static const float lane_ones[LANES] = {1, 1, 1, 1, 1, 1, 1, 1};
+
+// The up to 8 floats of p[0..count) as a vector, zero past them; and the reverse.
+static inline __attribute__((always_inline)) __m256 load_head(const float *p, size_t count) {
+    return count >= LANES ? _mm256_loadu_ps(p) : load8_partial(RWKVX_DTYPE_F32, p, 0, count);
+}
+
+static inline __attribute__((always_inline)) void store_head(float *p, __m256 v, size_t count) {
+    if (count >= LANES) {
+        _mm256_storeu_ps(p, v);
+        return;
+    }
+    _Alignas(32) float lanes[LANES];
+    _mm256_store_ps(lanes, v);
+    memcpy(p, lanes, count * sizeof(float));
+}
+
+static inline __attribute__((always_inline)) __m256 sigmoid8(__m256 x) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    return _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+}
+
+static void avx2_tmix_prepare(size_t n, float *a, const float *a0, float *k, float *kk, const float *k_k,
+                              const float *k_a, float *v, const float *v_first, const float *v0,
+                              const float *v_gate, float *w, const float *w0) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    __m256 squares = _mm256_setzero_ps();
+    for (size_t j = 0; j < n; j += LANES) {
+        const size_t count = n - j;
+        const __m256 av = sigmoid8(_mm256_add_ps(load_head(a0 + j, count), load_head(a + j, count)));
+        store_head(a + j, av, count);
+        const __m256 kv = load_head(k + j, count);
+        const __m256 kkv = _mm256_mul_ps(kv, load_head(k_k + j, count));
+        store_head(kk + j, kkv, count);
+        squares = _mm256_fmadd_ps(kkv, kkv, squares);
+        const __m256 factor = _mm256_fmadd_ps(_mm256_sub_ps(av, one), load_head(k_a + j, count), one);
+        store_head(k + j, _mm256_mul_ps(kv, factor), count);
+    }
+    const float norm = sqrtf(sum1(squares));
+    const __m256 inv = _mm256_set1_ps(1.0f / (norm > 1e-12f ? norm : 1e-12f));
+    for (size_t j = 0; j < n; j += LANES) {
+        store_head(kk + j, _mm256_mul_ps(load_head(kk + j, n - j), inv), n - j);
+    }
+
+    const __m256 decay_scale = _mm256_set1_ps(-0.606531f);
+    for (size_t j = 0; j < n; j += LANES) {
+        const size_t count = n - j;
+        if (v0) {
+            const __m256 vv = load_head(v + j, count);
+            const __m256 mix = sigmoid8(_mm256_add_ps(load_head(v0 + j, count), load_head(v_gate + j, count)));
+            const __m256 delta = _mm256_sub_ps(load_head(v_first + j, count), vv);
+            store_head(v + j, _mm256_fmadd_ps(delta, mix, vv), count);
+        }
+        const __m256 gate = sigmoid8(_mm256_add_ps(load_head(w0 + j, count), load_head(w + j, count)));
+        store_head(w + j, exp8(_mm256_mul_ps(decay_scale, gate)), count);
+    }
+}
+
+static void avx2_tmix_finish(size_t n, float *y, const float *r, const float *k, const float *r_k, const float *v,
+                             const float *g, const float *ln_w, const float *ln_b, float eps) {
+    __m256 total = _mm256_setzero_ps(), bonus_v = _mm256_setzero_ps();
+    for (size_t j = 0; j < n; j += LANES) {
+        const size_t count = n - j;
+        total = _mm256_add_ps(total, load_head(y + j, count));
+        const __m256 rk = _mm256_mul_ps(load_head(r + j, count), load_head(k + j, count));
+        bonus_v = _mm256_fmadd_ps(rk, load_head(r_k + j, count), bonus_v);
+    }
+    const float mean_value = sum1(total) / (float)n;
+    const __m256 mean = _mm256_set1_ps(mean_value);
+    __m256 squares = _mm256_setzero_ps();
+    for (size_t j = 0; j < n; j += LANES) {
+        const size_t count = n - j;
+        // Lanes past the head read as zero; remove them from the sum of squares.
+        __m256 d = _mm256_sub_ps(load_head(y + j, count), mean);
+        if (count < LANES) d = _mm256_mul_ps(d, load_head(lane_ones, count));
+        squares = _mm256_fmadd_ps(d, d, squares);
+    }
+    const __m256 inv = _mm256_set1_ps(1.0f / sqrtf(sum1(squares) / (float)n + eps));
+    const __m256 bonus = _mm256_set1_ps(sum1(bonus_v));
+    for (size_t j = 0; j < n; j += LANES) {
+        const size_t count = n - j;
+        const __m256 normed = _mm256_mul_ps(_mm256_sub_ps(load_head(y + j, count), mean), inv);
+        __m256 out = _mm256_fmadd_ps(normed, load_head(ln_w + j, count), load_head(ln_b + j, count));
+        out = _mm256_fmadd_ps(bonus, load_head(v + j, count), out);
+        store_head(y + j, _mm256_mul_ps(out, load_head(g + j, count)), count);
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Attention of one query over selected cache rows.
 //
 // Scores are computed 8 rows at a time, with one accumulator per row (FMAs over
@@ -557,4 +648,6 @@ const rwkvx_kernel_table rwkvx_avx2_kernels = {
     .attention = avx2_attention,
     .dot_rows = avx2_dot_rows,
     .exp = avx2_exp,
+    .tmix_prepare = avx2_tmix_prepare,
+    .tmix_finish = avx2_tmix_finish,
 };

@@ -177,7 +177,7 @@ static inline __attribute__((always_inline)) void matvec_typed(rwkvx_dtype dt, c
 
 static inline __attribute__((always_inline)) void matmul_tile(rwkvx_dtype dt, const rwkvx_row *rows, int nrows,
                                                               size_t cols, const float *x, float *y, size_t ldy,
-                                                              size_t r, const float *scales) {
+                                                              size_t r, const float *scales, size_t ahead) {
     const size_t stride = rows[0].stride;
     __m512 acc[TILE_ROWS][TILE_TOKENS];
     for (int j = 0; j < nrows; j++)
@@ -187,6 +187,10 @@ static inline __attribute__((always_inline)) void matmul_tile(rwkvx_dtype dt, co
     for (; c + LANES <= cols; c += LANES, offset += stride) {
         __m512 xv[TILE_TOKENS];
         for (int t = 0; t < TILE_TOKENS; t++) xv[t] = _mm512_loadu_ps(x + t * cols + c);
+        if (ahead) {
+            _mm_prefetch(rows[0].start + offset + ahead, _MM_HINT_T0);
+            _mm_prefetch(rows[0].start + offset + ahead + 64, _MM_HINT_T0);
+        }
         for (int j = 0; j < nrows; j++) {
             const __m512 wv = load16(dt, rows[j].start + offset, 0);
             for (int t = 0; t < TILE_TOKENS; t++) acc[j][t] = _mm512_fmadd_ps(wv, xv[t], acc[j][t]);
@@ -216,6 +220,10 @@ static inline __attribute__((always_inline)) void matmul_tile(rwkvx_dtype dt, co
 // stay in L2 while the weight rows of the range stream past them once.
 #define TOKEN_BLOCK 64
 
+#ifndef PREFETCH_PANELS
+#define PREFETCH_PANELS 1
+#endif
+
 static inline __attribute__((always_inline)) void matmul_typed(rwkvx_dtype dt, const void *w, const float *scales,
                                                                size_t rows, size_t cols, const float *x, size_t n_tok,
                                                                float *y, size_t ldy,
@@ -233,11 +241,18 @@ static inline __attribute__((always_inline)) void matmul_typed(rwkvx_dtype dt, c
                 for (int j = 1; j < TILE_ROWS; j++) tile[j] = rwkvx_matrix_row(&m, r + j);
                 if (tile[TILE_ROWS - 1].stride == tile[0].stride) nrows = TILE_ROWS;
             }
+            // The first token tile of a row group prefetches the same rows of the
+            // panel PREFETCH_PANELS ahead (while the panels ahead are full height), so
+            // weights streamed from DRAM arrive before the tile needs them.
+            const size_t panel_bytes = RWKVX_PANEL_ROWS * rwkvx_panel_cols(cols) * m.esize;
+            const size_t ahead_row = r + PREFETCH_PANELS * RWKVX_PANEL_ROWS;
+            const size_t ahead = (ahead_row + RWKVX_PANEL_ROWS <= rows) ? PREFETCH_PANELS * panel_bytes : 0;
             for (size_t t = t0; t < t_end; t += TILE_TOKENS) {
+                const size_t hint = (t == t0) ? ahead : 0;
                 if (nrows == TILE_ROWS) {
-                    matmul_tile(dt, tile, TILE_ROWS, cols, x + t * cols, y + t * ldy, ldy, r, scales);
+                    matmul_tile(dt, tile, TILE_ROWS, cols, x + t * cols, y + t * ldy, ldy, r, scales, hint);
                 } else {
-                    matmul_tile(dt, tile, 1, cols, x + t * cols, y + t * ldy, ldy, r, scales);
+                    matmul_tile(dt, tile, 1, cols, x + t * cols, y + t * ldy, ldy, r, scales, hint);
                 }
             }
             r += (size_t)nrows;
@@ -365,6 +380,79 @@ static void avx512_exp(const float *x, float *y, size_t n) {
     for (size_t i = 0; i < n; i += LANES) {
         const __mmask16 mask = (n - i >= LANES) ? (__mmask16)0xffff : tail_mask(n - i);
         _mm512_mask_storeu_ps(y + i, mask, exp16(_mm512_maskz_loadu_ps(mask, x + i)));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Time-mix activations of one head (see rwkvx_tmix_prepare and _finish).
+
+static inline __attribute__((always_inline)) __m512 sigmoid16(__m512 x) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    return _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+}
+
+static void avx512_tmix_prepare(size_t n, float *a, const float *a0, float *k, float *kk, const float *k_k,
+                                const float *k_a, float *v, const float *v_first, const float *v0,
+                                const float *v_gate, float *w, const float *w0) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    __m512 squares = _mm512_setzero_ps();
+    for (size_t j = 0; j < n; j += LANES) {
+        const __mmask16 m = chunk_mask(n, j);
+        const __m512 av = sigmoid16(_mm512_add_ps(_mm512_maskz_loadu_ps(m, a0 + j), _mm512_maskz_loadu_ps(m, a + j)));
+        _mm512_mask_storeu_ps(a + j, m, av);
+        const __m512 kv = _mm512_maskz_loadu_ps(m, k + j);
+        const __m512 kkv = _mm512_mul_ps(kv, _mm512_maskz_loadu_ps(m, k_k + j));
+        _mm512_mask_storeu_ps(kk + j, m, kkv);
+        squares = _mm512_fmadd_ps(kkv, kkv, squares);
+        const __m512 factor = _mm512_fmadd_ps(_mm512_sub_ps(av, one), _mm512_maskz_loadu_ps(m, k_a + j), one);
+        _mm512_mask_storeu_ps(k + j, m, _mm512_mul_ps(kv, factor));
+    }
+    const float norm = sqrtf(sum1(squares));
+    const __m512 inv = _mm512_set1_ps(1.0f / (norm > 1e-12f ? norm : 1e-12f));
+    for (size_t j = 0; j < n; j += LANES) {
+        const __mmask16 m = chunk_mask(n, j);
+        _mm512_mask_storeu_ps(kk + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, kk + j), inv));
+    }
+
+    const __m512 decay_scale = _mm512_set1_ps(-0.606531f);
+    for (size_t j = 0; j < n; j += LANES) {
+        const __mmask16 m = chunk_mask(n, j);
+        if (v0) {
+            const __m512 vv = _mm512_maskz_loadu_ps(m, v + j);
+            const __m512 mix = sigmoid16(_mm512_add_ps(_mm512_maskz_loadu_ps(m, v0 + j),
+                                                       _mm512_maskz_loadu_ps(m, v_gate + j)));
+            const __m512 delta = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, v_first + j), vv);
+            _mm512_mask_storeu_ps(v + j, m, _mm512_fmadd_ps(delta, mix, vv));
+        }
+        const __m512 gate = sigmoid16(_mm512_add_ps(_mm512_maskz_loadu_ps(m, w0 + j), _mm512_maskz_loadu_ps(m, w + j)));
+        _mm512_mask_storeu_ps(w + j, m, exp16(_mm512_mul_ps(decay_scale, gate)));
+    }
+}
+
+static void avx512_tmix_finish(size_t n, float *y, const float *r, const float *k, const float *r_k, const float *v,
+                               const float *g, const float *ln_w, const float *ln_b, float eps) {
+    __m512 total = _mm512_setzero_ps(), bonus_v = _mm512_setzero_ps();
+    for (size_t j = 0; j < n; j += LANES) {
+        const __mmask16 m = chunk_mask(n, j);
+        total = _mm512_add_ps(total, _mm512_maskz_loadu_ps(m, y + j));
+        const __m512 rk = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, r + j), _mm512_maskz_loadu_ps(m, k + j));
+        bonus_v = _mm512_fmadd_ps(rk, _mm512_maskz_loadu_ps(m, r_k + j), bonus_v);
+    }
+    const __m512 mean = _mm512_set1_ps(sum1(total) / (float)n);
+    __m512 squares = _mm512_setzero_ps();
+    for (size_t j = 0; j < n; j += LANES) {
+        const __mmask16 m = chunk_mask(n, j);
+        const __m512 d = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, y + j), mean);
+        squares = _mm512_fmadd_ps(d, d, squares);
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / sqrtf(sum1(squares) / (float)n + eps));
+    const __m512 bonus = _mm512_set1_ps(sum1(bonus_v));
+    for (size_t j = 0; j < n; j += LANES) {
+        const __mmask16 m = chunk_mask(n, j);
+        const __m512 normed = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, y + j), mean), inv);
+        __m512 out = _mm512_fmadd_ps(normed, _mm512_maskz_loadu_ps(m, ln_w + j), _mm512_maskz_loadu_ps(m, ln_b + j));
+        out = _mm512_fmadd_ps(bonus, _mm512_maskz_loadu_ps(m, v + j), out);
+        _mm512_mask_storeu_ps(y + j, m, _mm512_mul_ps(out, _mm512_maskz_loadu_ps(m, g + j)));
     }
 }
 
@@ -579,4 +667,6 @@ const rwkvx_kernel_table rwkvx_avx512_kernels = {
     .attention = avx512_attention,
     .dot_rows = avx512_dot_rows,
     .exp = avx512_exp,
+    .tmix_prepare = avx512_tmix_prepare,
+    .tmix_finish = avx512_tmix_finish,
 };

@@ -92,6 +92,17 @@ void rwkvx_exp(const float *x, float *y, size_t n) {
     table()->exp(x, y, n);
 }
 
+void rwkvx_tmix_prepare(size_t n, float *a, const float *a0, float *k, float *kk, const float *k_k,
+                        const float *k_a, float *v, const float *v_first, const float *v0, const float *v_gate,
+                        float *w, const float *w0) {
+    table()->tmix_prepare(n, a, a0, k, kk, k_k, k_a, v, v_first, v0, v_gate, w, w0);
+}
+
+void rwkvx_tmix_finish(size_t n, float *y, const float *r, const float *k, const float *r_k, const float *v,
+                       const float *g, const float *ln_w, const float *ln_b, float eps) {
+    table()->tmix_finish(n, y, r, k, r_k, v, g, ln_w, ln_b, eps);
+}
+
 void rwkvx_to_f32(rwkvx_dtype dtype, const void *src, float *dst, size_t n) {
     switch (dtype) {
     case RWKVX_DTYPE_F32:

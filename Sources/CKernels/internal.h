@@ -150,6 +150,10 @@ typedef struct {
     void (*dot_rows)(rwkvx_dtype, const float *, const void *, size_t, size_t, float *,
                      size_t, size_t);
     void (*exp)(const float *, float *, size_t);
+    void (*tmix_prepare)(size_t, float *, const float *, float *, float *, const float *, const float *, float *,
+                         const float *, const float *, const float *, float *, const float *);
+    void (*tmix_finish)(size_t, float *, const float *, const float *, const float *, const float *,
+                        const float *, const float *, const float *, float);
 } rwkvx_kernel_table;
 
 extern const rwkvx_kernel_table rwkvx_scalar_kernels;

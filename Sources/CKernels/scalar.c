@@ -126,10 +126,48 @@ static void scalar_exp(const float *x, float *y, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] = expf(x[i]);
 }
 
+static float sigmoid(float x) {
+    return 1.0f / (1.0f + expf(-x));
+}
+
+static void scalar_tmix_prepare(size_t n, float *a, const float *a0, float *k, float *kk, const float *k_k,
+                                const float *k_a, float *v, const float *v_first, const float *v0,
+                                const float *v_gate, float *w, const float *w0) {
+    float squares = 0.0f;
+    for (size_t j = 0; j < n; j++) {
+        a[j] = sigmoid(a0[j] + a[j]);
+        kk[j] = k[j] * k_k[j];
+        squares += kk[j] * kk[j];
+        k[j] *= 1.0f + (a[j] - 1.0f) * k_a[j];
+    }
+    const float inv = 1.0f / fmaxf(sqrtf(squares), 1e-12f);
+    for (size_t j = 0; j < n; j++) kk[j] *= inv;
+
+    if (v0) {
+        for (size_t j = 0; j < n; j++) v[j] += (v_first[j] - v[j]) * sigmoid(v0[j] + v_gate[j]);
+    }
+    for (size_t j = 0; j < n; j++) w[j] = expf(-0.606531f * sigmoid(w0[j] + w[j]));
+}
+
+static void scalar_tmix_finish(size_t n, float *y, const float *r, const float *k, const float *r_k, const float *v,
+                               const float *g, const float *ln_w, const float *ln_b, float eps) {
+    float mean = 0.0f, variance = 0.0f, bonus = 0.0f;
+    for (size_t j = 0; j < n; j++) mean += y[j];
+    mean /= (float)n;
+    for (size_t j = 0; j < n; j++) variance += (y[j] - mean) * (y[j] - mean);
+    variance /= (float)n;
+    const float inv = 1.0f / sqrtf(variance + eps);
+
+    for (size_t j = 0; j < n; j++) bonus += r[j] * k[j] * r_k[j];
+    for (size_t j = 0; j < n; j++) y[j] = ((y[j] - mean) * inv * ln_w[j] + ln_b[j] + bonus * v[j]) * g[j];
+}
+
 const rwkvx_kernel_table rwkvx_scalar_kernels = {
     .matmul = scalar_matmul,
     .wkv7_step = scalar_wkv7_step,
     .attention = scalar_attention,
     .dot_rows = scalar_dot_rows,
     .exp = scalar_exp,
+    .tmix_prepare = scalar_tmix_prepare,
+    .tmix_finish = scalar_tmix_finish,
 };

@@ -188,6 +188,35 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    func testTimeMixHeadMatchesScalar() {
+        for (n, residual) in [(64, true), (64, false), (20, true)] {
+            let inputs = (0..<12).map { randomFloats(n, seed: 70 + UInt64($0)) }
+
+            func run(_ level: Int32) -> [[Float]] {
+                _ = rwkvx_set_level(level)
+                var (a, k, v, w) = (inputs[0], inputs[1], inputs[2], inputs[3])
+                var kk = [Float](repeating: .nan, count: n), y = inputs[4]
+                let (a0, kK, kA, first, v0, gate, w0) = (inputs[5], inputs[6], inputs[7], inputs[8], inputs[9],
+                                                          inputs[10], inputs[11])
+                v0.withUnsafeBufferPointer { v0 in
+                    rwkvx_tmix_prepare(n, &a, a0, &k, &kk, kK, kA, &v, first, residual ? v0.baseAddress : nil, gate,
+                                       &w, w0)
+                }
+                rwkvx_tmix_finish(n, &y, inputs[0], k, inputs[6], v, inputs[3], inputs[7], inputs[8], 64e-5)
+                return [a, k, kk, v, w, y]
+            }
+            let reference = run(0)
+            for level in levels.dropFirst() {
+                let result = run(level)
+                for (index, name) in ["a", "k", "kk", "v", "w", "y"].enumerated() {
+                    XCTAssertGreaterThan(maxAbs(reference[index]), 0.01, "\(name), n \(n)")
+                    XCTAssertLessThanOrEqual(maxRelativeDifference(result[index], reference[index]), 1e-5,
+                                             "\(name), n \(n), residual \(residual), level \(level)")
+                }
+            }
+        }
+    }
+
     func testWkv7HeadSplitInvariance() {
         let (nHead, headSize) = (4, 64)
         let size = nHead * headSize

@@ -92,6 +92,23 @@ void rwkvx_wkv7_step(size_t head_size, float *state,
                      const float *kk, const float *a, float *y,
                      size_t h_begin, size_t h_end);
 
+// RWKV-7 time-mix activations of one head of one token, in place; n = head_size,
+// weight vectors point at the head's slice:
+//   a  = sigmoid(a0 + a)
+//   kk = (k * k_k) / max(|k * k_k|, 1e-12)      (from k before its update)
+//   k  = k * (1 + (a - 1) * k_a)
+//   v  = v + (v_first - v) * sigmoid(v0 + v_gate)   (skipped when v0 is NULL)
+//   w  = exp(-0.606531 * sigmoid(w0 + w))
+void rwkvx_tmix_prepare(size_t n, float *a, const float *a0, float *k, float *kk, const float *k_k,
+                        const float *k_a, float *v, const float *v_first, const float *v0, const float *v_gate,
+                        float *w, const float *w0);
+
+// The time-mix output of one head after its WKV step, in place:
+//   y = layer_norm(y) * ln_w + ln_b   (over the head, variance + eps)
+//   y = (y + (sum_j r k r_k) * v) * g
+void rwkvx_tmix_finish(size_t n, float *y, const float *r, const float *k, const float *r_k, const float *v,
+                       const float *g, const float *ln_w, const float *ln_b, float eps);
+
 // Softmax attention of one query over selected cache rows, for heads [h_begin, h_end).
 // q: [n_embd]; k_cache, v_cache: [rows, ld] of cache_dtype (F32 or F16), head h in
 // columns [h * head_size, (h + 1) * head_size); ranges: n_ranges pairs

@@ -129,32 +129,12 @@ private func timeMixHead(row t: Int, head: Int, session s: Int, vFirst: UnsafeMu
     let a = ws.rate.base + o, wd = ws.decay.base + o, kk = ws.kk.base + o
     let g = ws.gate.base + o, y = ws.y.base + o
 
-    // a = sigmoid(a0 + a)
-    for j in 0..<n { a[j] = Ops.sigmoid(w.a0[ch + j] + a[j]) }
-
-    // kk = L2-normalize(k * k_k) over the head (eps 1e-12), from the unmodified k
-    var sumSquares: Float = 0
-    for j in 0..<n {
-        let value = k[j] * w.kK[ch + j]
-        kk[j] = value
-        sumSquares += value * value
-    }
-    let inv = 1 / max(sumSquares.squareRoot(), 1e-12)
-    for j in 0..<n { kk[j] *= inv }
-
-    // k = k * (1 + (a - 1) * k_a)
-    for j in 0..<n { k[j] *= 1 + (a[j] - 1) * w.kA[ch + j] }
-
-    // value residual: block 0 defines v_first; later blocks mix towards it
-    if layer == 0 {
-        (vFirst + o).update(from: v, count: n)
-    } else if let v0 = w.v0 {
-        let gate = ws.valueGate.base + o, first = vFirst + o
-        for j in 0..<n { v[j] += (first[j] - v[j]) * Ops.sigmoid(v0[ch + j] + gate[j]) }
-    }
-
-    // decay w = exp(-0.606531 * sigmoid(w0 + w)); the literal 0.606531 is the reference's
-    for j in 0..<n { wd[j] = exp(-0.606531 * Ops.sigmoid(w.w0[ch + j] + wd[j])) }
+    // a, kk, k, the value residual and the decay, in reference order (see
+    // rwkvx_tmix_prepare). Block 0 defines v_first; later blocks mix towards it.
+    let gate = ws.valueGate.base + o, first = vFirst + o
+    rwkvx_tmix_prepare(n, a, w.a0.base + ch, k, kk, w.kK.base + ch, w.kA.base + ch, v, first,
+                       layer == 0 ? nil : w.v0.map { UnsafePointer($0.base + ch) }, gate, wd, w.w0.base + ch)
+    if layer == 0 { first.update(from: v, count: n) }
 
     // WKV recurrence step of this head (the removal key is kk * a)
     let rowBase = t * c
@@ -162,14 +142,9 @@ private func timeMixHead(row t: Int, head: Int, session s: Int, vFirst: UnsafeMu
                     ws.v.base + rowBase, ws.kk.base + rowBase, ws.rate.base + rowBase, ws.y.base + rowBase,
                     head, head + 1)
 
-    // group norm of the head (ln_x, eps 64e-5), then the bonus (sum over the head of r k r_k) * v
-    Ops.normalize(y, into: y, count: n, weight: w.lnX.weight.base + ch, bias: w.lnX.bias.base + ch, eps: 64e-5)
-    var bonus: Float = 0
-    for j in 0..<n { bonus += r[j] * k[j] * w.rK[ch + j] }
-    for j in 0..<n { y[j] += bonus * v[j] }
-
-    // gate
-    for j in 0..<n { y[j] *= g[j] }
+    // group norm of the head (ln_x, eps 64e-5), the bonus (sum over the head of
+    // r k r_k) * v, then the gate
+    rwkvx_tmix_finish(n, y, r, k, w.rK.base + ch, v, g, w.lnX.weight.base + ch, w.lnX.bias.base + ch, 64e-5)
 }
 
 /// x += channel_mix(ln2(x)) with the sessions' ffnPrev shift state: relu(K xk)^2 then V.

@@ -100,28 +100,34 @@ struct MatmulTask {
         } else {
             matrix.apply(x + tokens.lowerBound * matrix.cols, nTok: nTok, into: y, rows: rows)
         }
+        // Row pointers keep these loops free of index arithmetic, so they vectorise.
+        let first = rows.lowerBound, width = rows.count
         switch epilogue {
         case .none:
             break
         case .tanh:
             for t in 0..<nTok {
-                for r in rows { y[t * ld + r] = Foundation.tanh(y[t * ld + r]) }
+                let out = y + t * ld + first
+                for i in 0..<width { out[i] = Foundation.tanh(out[i]) }
             }
         case .sigmoid:
             for t in 0..<nTok {
-                for r in rows { y[t * ld + r] = Ops.sigmoid(y[t * ld + r]) }
+                let out = y + t * ld + first
+                for i in 0..<width { out[i] = Ops.sigmoid(out[i]) }
             }
         case .reluSquared:
             for t in 0..<nTok {
-                for r in rows {
-                    let positive = max(y[t * ld + r], 0)
-                    y[t * ld + r] = positive * positive
+                let out = y + t * ld + first
+                for i in 0..<width {
+                    let positive = max(out[i], 0)
+                    out[i] = positive * positive
                 }
             }
         case .addInto(let whole):
             let residual = whole + tokens.lowerBound * ld
             for t in 0..<nTok {
-                for r in rows { residual[t * ld + r] += y[t * ld + r] }
+                let out = y + t * ld + first, sum = residual + t * ld + first
+                for i in 0..<width { sum[i] += out[i] }
             }
         }
     }
