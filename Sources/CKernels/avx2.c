@@ -642,9 +642,16 @@ static void avx2_attention(const float *q, const void *k_cache, const void *v_ca
 
 #pragma clang attribute pop
 
+static void avx2_wkv7_seq(size_t head_size, float *state, size_t n_tok, size_t ld,
+                          const float *r, const float *w, const float *k, const float *v,
+                          const float *kk, const float *a, float *y) {
+    rwkvx_wkv7_seq_by_steps(avx2_wkv7_step, head_size, state, n_tok, ld, r, w, k, v, kk, a, y);
+}
+
 const rwkvx_kernel_table rwkvx_avx2_kernels = {
     .matmul = avx2_matmul,
     .wkv7_step = avx2_wkv7_step,
+    .wkv7_seq = avx2_wkv7_seq,
     .attention = avx2_attention,
     .dot_rows = avx2_dot_rows,
     .exp = avx2_exp,

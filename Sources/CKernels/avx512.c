@@ -383,6 +383,60 @@ static void avx512_exp(const float *x, float *y, size_t n) {
     }
 }
 
+// A head of 64 (WKV_SEQ_CHUNKS x 16) columns over n_tok tokens, four state rows at a
+// time kept in registers across the tokens: the per-token arithmetic of
+// avx512_wkv7_step (the same FMAs in the same order, the same sum4 trees), without
+// a load and store of the state and a recomputed kk * a per row and token.
+#define WKV_SEQ_CHUNKS 4
+
+static void avx512_wkv7_seq(size_t head_size, float *state, size_t n_tok, size_t ld,
+                            const float *r, const float *w, const float *k, const float *v,
+                            const float *kk, const float *a, float *y) {
+    const size_t n = head_size;
+    if (n != WKV_SEQ_CHUNKS * LANES) {
+        rwkvx_wkv7_seq_by_steps(avx512_wkv7_step, head_size, state, n_tok, ld, r, w, k, v, kk, a, y);
+        return;
+    }
+    for (size_t i = 0; i < n; i += 4) {
+        __m512 s[4][WKV_SEQ_CHUNKS];
+        for (int u = 0; u < 4; u++)
+            for (int c = 0; c < WKV_SEQ_CHUNKS; c++) s[u][c] = _mm512_loadu_ps(state + (i + u) * n + c * LANES);
+
+        for (size_t t = 0; t < n_tok; t++) {
+            const size_t o = t * ld;
+            __m512 acc[4];
+            for (int u = 0; u < 4; u++) {
+                acc[u] = _mm512_setzero_ps();
+                for (int c = 0; c < WKV_SEQ_CHUNKS; c++) {
+                    acc[u] = _mm512_fmadd_ps(s[u][c], _mm512_loadu_ps(kk + o + c * LANES), acc[u]);
+                }
+            }
+            float sa[4], out[4];
+            _mm_storeu_ps(sa, sum4(acc[0], acc[1], acc[2], acc[3]));
+
+            __m512 y_acc[4];
+            for (int u = 0; u < 4; u++) {
+                const __m512 sav = _mm512_set1_ps(sa[u]), viv = _mm512_set1_ps(v[o + i + u]);
+                y_acc[u] = _mm512_setzero_ps();
+                for (int c = 0; c < WKV_SEQ_CHUNKS; c++) {
+                    const size_t j = o + c * LANES;
+                    const __m512 kka = _mm512_mul_ps(_mm512_loadu_ps(kk + j), _mm512_loadu_ps(a + j));
+                    __m512 next = _mm512_mul_ps(s[u][c], _mm512_loadu_ps(w + j));
+                    next = _mm512_fnmadd_ps(sav, kka, next);
+                    next = _mm512_fmadd_ps(viv, _mm512_loadu_ps(k + j), next);
+                    s[u][c] = next;
+                    y_acc[u] = _mm512_fmadd_ps(next, _mm512_loadu_ps(r + j), y_acc[u]);
+                }
+            }
+            _mm_storeu_ps(out, sum4(y_acc[0], y_acc[1], y_acc[2], y_acc[3]));
+            for (int u = 0; u < 4; u++) y[o + i + u] = out[u];
+        }
+
+        for (int u = 0; u < 4; u++)
+            for (int c = 0; c < WKV_SEQ_CHUNKS; c++) _mm512_storeu_ps(state + (i + u) * n + c * LANES, s[u][c]);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Time-mix activations of one head (see rwkvx_tmix_prepare and _finish).
 
@@ -664,6 +718,7 @@ static void avx512_attention(const float *q, const void *k_cache, const void *v_
 const rwkvx_kernel_table rwkvx_avx512_kernels = {
     .matmul = avx512_matmul,
     .wkv7_step = avx512_wkv7_step,
+    .wkv7_seq = avx512_wkv7_seq,
     .attention = avx512_attention,
     .dot_rows = avx512_dot_rows,
     .exp = avx512_exp,

@@ -92,6 +92,12 @@ void rwkvx_exp(const float *x, float *y, size_t n) {
     table()->exp(x, y, n);
 }
 
+void rwkvx_wkv7_seq(size_t head_size, float *state, size_t n_tok, size_t ld,
+                    const float *r, const float *w, const float *k, const float *v,
+                    const float *kk, const float *a, float *y) {
+    table()->wkv7_seq(head_size, state, n_tok, ld, r, w, k, v, kk, a, y);
+}
+
 void rwkvx_tmix_prepare(size_t n, float *a, const float *a0, float *k, float *kk, const float *k_k,
                         const float *k_a, float *v, const float *v_first, const float *v0, const float *v_gate,
                         float *w, const float *w0) {

@@ -150,11 +150,27 @@ typedef struct {
     void (*dot_rows)(rwkvx_dtype, const float *, const void *, size_t, size_t, float *,
                      size_t, size_t);
     void (*exp)(const float *, float *, size_t);
+    void (*wkv7_seq)(size_t, float *, size_t, size_t, const float *, const float *, const float *, const float *,
+                     const float *, const float *, float *);
     void (*tmix_prepare)(size_t, float *, const float *, float *, float *, const float *, const float *, float *,
                          const float *, const float *, const float *, float *, const float *);
     void (*tmix_finish)(size_t, float *, const float *, const float *, const float *, const float *,
                         const float *, const float *, const float *, float);
 } rwkvx_kernel_table;
+
+// rwkvx_wkv7_seq as n_tok single steps: the reference, and the path of levels and
+// head sizes without a register-resident version.
+static inline void rwkvx_wkv7_seq_by_steps(void (*step)(size_t, float *, const float *, const float *,
+                                                        const float *, const float *, const float *,
+                                                        const float *, float *, size_t, size_t),
+                                           size_t head_size, float *state, size_t n_tok, size_t ld,
+                                           const float *r, const float *w, const float *k, const float *v,
+                                           const float *kk, const float *a, float *y) {
+    for (size_t t = 0; t < n_tok; t++) {
+        const size_t o = t * ld;
+        step(head_size, state, r + o, w + o, k + o, v + o, kk + o, a + o, y + o, 0, 1);
+    }
+}
 
 extern const rwkvx_kernel_table rwkvx_scalar_kernels;
 extern const rwkvx_kernel_table rwkvx_avx2_kernels;

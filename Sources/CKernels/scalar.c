@@ -162,9 +162,16 @@ static void scalar_tmix_finish(size_t n, float *y, const float *r, const float *
     for (size_t j = 0; j < n; j++) y[j] = ((y[j] - mean) * inv * ln_w[j] + ln_b[j] + bonus * v[j]) * g[j];
 }
 
+static void scalar_wkv7_seq(size_t head_size, float *state, size_t n_tok, size_t ld,
+                          const float *r, const float *w, const float *k, const float *v,
+                          const float *kk, const float *a, float *y) {
+    rwkvx_wkv7_seq_by_steps(scalar_wkv7_step, head_size, state, n_tok, ld, r, w, k, v, kk, a, y);
+}
+
 const rwkvx_kernel_table rwkvx_scalar_kernels = {
     .matmul = scalar_matmul,
     .wkv7_step = scalar_wkv7_step,
+    .wkv7_seq = scalar_wkv7_seq,
     .attention = scalar_attention,
     .dot_rows = scalar_dot_rows,
     .exp = scalar_exp,

@@ -217,6 +217,46 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    // A prefill runs rwkvx_wkv7_seq and a decode rwkvx_wkv7_step: the bits must agree.
+    func testWkv7SeqMatchesSteps() {
+        for headSize in [64, 20] {
+            let (nHead, nTok, head) = (3, 9, 1)
+            let c = nHead * headSize
+            let (r, k, v, a) = (randomFloats(nTok * c, seed: 81), randomFloats(nTok * c, seed: 82),
+                                randomFloats(nTok * c, seed: 83), randomFloats(nTok * c, seed: 84).map { abs($0) })
+            let decay = randomFloats(nTok * c, seed: 85).map { 0.5 + 0.45 * $0 }
+            let kk = normalisedPerHead(randomFloats(nTok * c, seed: 86), headSize: headSize)
+            let initialState = randomFloats(nHead * headSize * headSize, seed: 87)
+            for level in levels {
+                _ = rwkvx_set_level(level)
+                var stepped = initialState, sequenced = initialState
+                var yStepped = [Float](repeating: 0, count: nTok * c), ySequenced = yStepped
+                yStepped.withUnsafeMutableBufferPointer { y in
+                    for t in 0..<nTok {
+                        let o = t * c
+                        rwkvx_wkv7_step(headSize, &stepped, Array(r[o..<o + c]), Array(decay[o..<o + c]),
+                                        Array(k[o..<o + c]), Array(v[o..<o + c]), Array(kk[o..<o + c]),
+                                        Array(a[o..<o + c]), y.baseAddress! + o, head, head + 1)
+                    }
+                }
+                let o = head * headSize
+                sequenced.withUnsafeMutableBufferPointer { state in
+                    ySequenced.withUnsafeMutableBufferPointer { y in
+                        rwkvx_wkv7_seq(headSize, state.baseAddress! + head * headSize * headSize, nTok, c,
+                                       Array(r[o...]), Array(decay[o...]), Array(k[o...]), Array(v[o...]),
+                                       Array(kk[o...]), Array(a[o...]), y.baseAddress! + o)
+                    }
+                }
+                XCTAssertEqual(sequenced, stepped, "state, head size \(headSize), level \(level)")
+                for t in 0..<nTok {
+                    let row = t * c + o
+                    XCTAssertEqual(Array(ySequenced[row..<row + headSize]), Array(yStepped[row..<row + headSize]),
+                                   "y, head size \(headSize), level \(level), token \(t)")
+                }
+            }
+        }
+    }
+
     func testWkv7HeadSplitInvariance() {
         let (nHead, headSize) = (4, 64)
         let size = nHead * headSize

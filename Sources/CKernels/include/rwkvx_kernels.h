@@ -92,6 +92,14 @@ void rwkvx_wkv7_step(size_t head_size, float *state,
                      const float *kk, const float *a, float *y,
                      size_t h_begin, size_t h_end);
 
+// The WKV-7 recurrence of one head over n_tok tokens, with exactly the arithmetic of
+// n_tok rwkvx_wkv7_step calls for that head, so a prefill gives the bits of a decode.
+// state: [head_size, head_size] of the head. r, w, k, v, kk, a, y point at the head's
+// columns of token 0; token t's values are t * ld floats later.
+void rwkvx_wkv7_seq(size_t head_size, float *state, size_t n_tok, size_t ld,
+                    const float *r, const float *w, const float *k, const float *v,
+                    const float *kk, const float *a, float *y);
+
 // RWKV-7 time-mix activations of one head of one token, in place; n = head_size,
 // weight vectors point at the head's slice:
 //   a  = sigmoid(a0 + a)

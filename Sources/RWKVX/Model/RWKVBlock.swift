@@ -98,17 +98,23 @@ private func timeMix(_ x: UnsafeMutablePointer<Float>, vFirst: UnsafeMutablePoin
     let lora = UncheckedSendable(ws.tasks)
     ws.tasks.removeAll(keepingCapacity: true)
 
-    // per (session, head): those LoRA rows, activations, the WKV recurrence token by
-    // token, group norm and bonus
+    // per (session, head): those LoRA rows, the activations of every token, the WKV
+    // recurrence over the session's tokens, then group norm and bonus
     let heads = ws.config.nHead, n = ws.config.headSize
     let vf = UncheckedSendable(vFirst)
     forEachChunk(ws.segments.count * heads, pool: pool) { items in
         for item in items {
             let s = item / heads, head = item % heads
-            for task in lora.value { task.run(rows: (head * n)..<((head + 1) * n), tokens: ws.segments[s]) }
-            for t in ws.segments[s] {
-                timeMixHead(row: t, head: head, session: s, vFirst: vf.value, weights: w, layer: layer, ws: ws)
-            }
+            let tokens = ws.segments[s]
+            for task in lora.value { task.run(rows: (head * n)..<((head + 1) * n), tokens: tokens) }
+            for t in tokens { prepareHead(row: t, head: head, vFirst: vf.value, weights: w, layer: layer, ws: ws) }
+
+            // the removal key is kk * a
+            let o = tokens.lowerBound * c + head * n
+            rwkvx_wkv7_seq(n, ws.wkvState[s]! + head * n * n, tokens.count, c, ws.r.base + o, ws.decay.base + o,
+                           ws.k.base + o, ws.v.base + o, ws.kk.base + o, ws.rate.base + o, ws.y.base + o)
+
+            for t in tokens { finishHead(row: t, head: head, weights: w, ws: ws) }
         }
     }
 
@@ -117,34 +123,30 @@ private func timeMix(_ x: UnsafeMutablePointer<Float>, vFirst: UnsafeMutablePoin
     ws.runQueuedMatmuls(pool: pool)
 }
 
-/// Everything of the time mix between the LoRAs and the output projection that
-/// touches only head `head` of row `row` (session `session`), in reference order.
+/// The activations of head `head` of row `row` before its WKV step: a, kk, k, the
+/// value residual and the decay, in reference order (see rwkvx_tmix_prepare).
+/// Block 0 defines v_first; later blocks mix towards it.
 @inline(__always)
-private func timeMixHead(row t: Int, head: Int, session s: Int, vFirst: UnsafeMutablePointer<Float>,
-                         weights w: TimeMixWeights, layer: Int, ws: Workspace) {
+private func prepareHead(row t: Int, head: Int, vFirst: UnsafeMutablePointer<Float>, weights w: TimeMixWeights,
+                         layer: Int, ws: Workspace) {
     let c = ws.config.nEmbd, n = ws.config.headSize
     let o = t * c + head * n        // this head's columns in row t
     let ch = head * n               // ... in a [C] weight vector
-    let r = ws.r.base + o, k = ws.k.base + o, v = ws.v.base + o
-    let a = ws.rate.base + o, wd = ws.decay.base + o, kk = ws.kk.base + o
-    let g = ws.gate.base + o, y = ws.y.base + o
-
-    // a, kk, k, the value residual and the decay, in reference order (see
-    // rwkvx_tmix_prepare). Block 0 defines v_first; later blocks mix towards it.
-    let gate = ws.valueGate.base + o, first = vFirst + o
-    rwkvx_tmix_prepare(n, a, w.a0.base + ch, k, kk, w.kK.base + ch, w.kA.base + ch, v, first,
-                       layer == 0 ? nil : w.v0.map { UnsafePointer($0.base + ch) }, gate, wd, w.w0.base + ch)
+    let v = ws.v.base + o, first = vFirst + o
+    rwkvx_tmix_prepare(n, ws.rate.base + o, w.a0.base + ch, ws.k.base + o, ws.kk.base + o, w.kK.base + ch,
+                       w.kA.base + ch, v, first, layer == 0 ? nil : w.v0.map { UnsafePointer($0.base + ch) },
+                       ws.valueGate.base + o, ws.decay.base + o, w.w0.base + ch)
     if layer == 0 { first.update(from: v, count: n) }
+}
 
-    // WKV recurrence step of this head (the removal key is kk * a)
-    let rowBase = t * c
-    rwkvx_wkv7_step(n, ws.wkvState[s]!, ws.r.base + rowBase, ws.decay.base + rowBase, ws.k.base + rowBase,
-                    ws.v.base + rowBase, ws.kk.base + rowBase, ws.rate.base + rowBase, ws.y.base + rowBase,
-                    head, head + 1)
-
-    // group norm of the head (ln_x, eps 64e-5), the bonus (sum over the head of
-    // r k r_k) * v, then the gate
-    rwkvx_tmix_finish(n, y, r, k, w.rK.base + ch, v, g, w.lnX.weight.base + ch, w.lnX.bias.base + ch, 64e-5)
+/// The output of head `head` of row `row` after its WKV step: group norm (ln_x, eps
+/// 64e-5), the bonus (sum over the head of r k r_k) * v, then the gate.
+@inline(__always)
+private func finishHead(row t: Int, head: Int, weights w: TimeMixWeights, ws: Workspace) {
+    let c = ws.config.nEmbd, n = ws.config.headSize
+    let o = t * c + head * n, ch = head * n
+    rwkvx_tmix_finish(n, ws.y.base + o, ws.r.base + o, ws.k.base + o, w.rK.base + ch, ws.v.base + o,
+                      ws.gate.base + o, w.lnX.weight.base + ch, w.lnX.bias.base + ch, 64e-5)
 }
 
 /// x += channel_mix(ln2(x)) with the sessions' ffnPrev shift state: relu(K xk)^2 then V.
