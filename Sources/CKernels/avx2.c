@@ -149,7 +149,7 @@ static inline __attribute__((always_inline)) void matvec_typed(rwkvx_dtype dt, c
 
 static inline __attribute__((always_inline)) void matmul_tile(rwkvx_dtype dt, const rwkvx_row *rows, int nrows,
                                                               size_t cols, const float *x, float *y, size_t ldy,
-                                                              size_t r, const float *scales) {
+                                                              size_t r, const float *scales, size_t ahead) {
     const size_t esize = rwkvx_element_size(dt), stride = rows[0].stride;
     __m256 acc[TILE_ROWS][TILE_TOKENS];
     for (int j = 0; j < nrows; j++)
@@ -158,6 +158,10 @@ static inline __attribute__((always_inline)) void matmul_tile(rwkvx_dtype dt, co
     size_t c = 0;
     for (; c + LANES <= cols; c += LANES) {
         const size_t offset = (c / RWKVX_PANEL_COLS) * stride + (c % RWKVX_PANEL_COLS) * esize;
+        if (ahead && c % RWKVX_PANEL_COLS == 0) {
+            _mm_prefetch(rows[0].start + offset + ahead, _MM_HINT_T1);
+            _mm_prefetch(rows[0].start + offset + ahead + 64, _MM_HINT_T1);
+        }
         __m256 wv[TILE_ROWS];
         for (int j = 0; j < nrows; j++) wv[j] = load8(dt, rows[j].start + offset, 0);
         for (int t = 0; t < TILE_TOKENS; t++) {
@@ -206,11 +210,16 @@ static inline __attribute__((always_inline)) void matmul_typed(rwkvx_dtype dt, c
                 for (int j = 1; j < TILE_ROWS; j++) tile[j] = rwkvx_matrix_row(&m, r + j);
                 if (tile[TILE_ROWS - 1].stride == tile[0].stride) nrows = TILE_ROWS;
             }
+            // As in avx512.c: the first token tile of a row group prefetches the same
+            // rows two panels ahead into L2.
+            const size_t panel_bytes = RWKVX_PANEL_ROWS * rwkvx_panel_cols(cols) * m.esize;
+            const size_t ahead = (r + 3 * RWKVX_PANEL_ROWS <= rows) ? 2 * panel_bytes : 0;
             for (size_t t = t0; t < t_end; t += TILE_TOKENS) {
+                const size_t hint = (t == t0) ? ahead : 0;
                 if (nrows == TILE_ROWS) {
-                    matmul_tile(dt, tile, TILE_ROWS, cols, x + t * cols, y + t * ldy, ldy, r, scales);
+                    matmul_tile(dt, tile, TILE_ROWS, cols, x + t * cols, y + t * ldy, ldy, r, scales, hint);
                 } else {
-                    matmul_tile(dt, tile, 1, cols, x + t * cols, y + t * ldy, ldy, r, scales);
+                    matmul_tile(dt, tile, 1, cols, x + t * cols, y + t * ldy, ldy, r, scales, hint);
                 }
             }
             r += (size_t)nrows;
