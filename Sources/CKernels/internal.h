@@ -98,38 +98,45 @@ typedef struct {
     size_t stride;
 } rwkvx_row;
 
-// A matrix as the kernels walk it: packed panels of `rows` x `cols`, or row-major
-// rows `ld` elements apart.
+// A matrix as the kernels walk it: packed panels of `rows` x `cols` with chunks of
+// `chunk` columns (RWKVX_PANEL_COLS, or RWKVX_Q8_PANEL_COLS for rwkvx_matmul_q8), or
+// row-major rows `ld` elements apart.
 typedef struct {
     const char *base;
     size_t esize;
     size_t rows;
     size_t cols;
     size_t ld;
+    size_t chunk;
     int packed;
 } rwkvx_matrix;
 
 static inline rwkvx_matrix rwkvx_packed_matrix(rwkvx_dtype dtype, const void *w, size_t rows, size_t cols) {
-    rwkvx_matrix m = {(const char *)w, rwkvx_element_size(dtype), rows, cols, 0, 1};
+    rwkvx_matrix m = {(const char *)w, rwkvx_element_size(dtype), rows, cols, 0, RWKVX_PANEL_COLS, 1};
+    return m;
+}
+
+static inline rwkvx_matrix rwkvx_q8_packed_matrix(const int8_t *w, size_t rows, size_t cols) {
+    rwkvx_matrix m = {(const char *)w, 1, rows, cols, 0, RWKVX_Q8_PANEL_COLS, 1};
     return m;
 }
 
 static inline rwkvx_matrix rwkvx_plain_matrix(rwkvx_dtype dtype, const void *m, size_t ld) {
-    rwkvx_matrix matrix = {(const char *)m, rwkvx_element_size(dtype), 0, 0, ld, 0};
+    rwkvx_matrix matrix = {(const char *)m, rwkvx_element_size(dtype), 0, 0, ld, RWKVX_PANEL_COLS, 0};
     return matrix;
 }
 
 static inline rwkvx_row rwkvx_matrix_row(const rwkvx_matrix *m, size_t r) {
     rwkvx_row row;
     if (m->packed) {
-        const size_t padded = rwkvx_panel_cols(m->cols);
+        const size_t padded = (m->cols + m->chunk - 1) / m->chunk * m->chunk;
         const size_t first = r / RWKVX_PANEL_ROWS * RWKVX_PANEL_ROWS;
         const size_t height = (m->rows - first < RWKVX_PANEL_ROWS) ? m->rows - first : RWKVX_PANEL_ROWS;
-        row.start = m->base + (first * padded + (r - first) * RWKVX_PANEL_COLS) * m->esize;
-        row.stride = height * RWKVX_PANEL_COLS * m->esize;
+        row.start = m->base + (first * padded + (r - first) * m->chunk) * m->esize;
+        row.stride = height * m->chunk * m->esize;
     } else {
         row.start = m->base + r * m->ld * m->esize;
-        row.stride = RWKVX_PANEL_COLS * m->esize;
+        row.stride = m->chunk * m->esize;
     }
     return row;
 }

@@ -1,6 +1,8 @@
 // Int8 matrix products with int8 activations (the `int8` weight format).
 //
-// Weights are int8 with one fp32 scale per row (rwkvx_quantize_i8_rows).
+// Weights are int8 with one fp32 scale per row (rwkvx_quantize_i8_rows), packed in
+// panels with 64-column chunks (rwkvx_pack_q8_panels) so that a decode reads them
+// as one stream; chunks are zero-padded, so every load of a chunk is a full one.
 // Activations are quantised per token in blocks of 32 columns, each block with
 // its own fp32 scale, so one outlier costs precision in 32 values only. Inside
 // a block the products are summed exactly in int32; blocks are then added in
@@ -127,24 +129,28 @@ void rwkvx_quantize_q8_activations(const float *x, size_t n_tok, size_t cols, vo
 // ---------------------------------------------------------------------------
 // Scalar reference: exact int32 per block, blocks added in order.
 
-static float q8_dot_scalar(const int8_t *w, const int8_t *xq, const float *lane_scales, size_t cols) {
+static float q8_dot_scalar(rwkvx_row row, const int8_t *xq, const float *lane_scales, size_t cols) {
     float acc = 0.0f;
     for (size_t b = 0; b < cols; b += Q8_BLOCK) {
         int32_t sum = 0;
-        for (size_t c = b; c < b + Q8_BLOCK && c < cols; c++) sum += (int32_t)w[c] * (int32_t)xq[c];
+        for (size_t c = b; c < b + Q8_BLOCK && c < cols; c++) {
+            const int8_t w = (const int8_t)row.start[(c / RWKVX_Q8_PANEL_COLS) * row.stride + c % RWKVX_Q8_PANEL_COLS];
+            sum += (int32_t)w * (int32_t)xq[c];
+        }
         acc += (float)sum * lane_scales[b / 4];
     }
     return acc;
 }
 
-static void q8_matmul_scalar(const int8_t *w, const float *scales, size_t cols, const void *xq, size_t n_tok,
-                             float *y, size_t ldy, size_t row_begin, size_t row_end) {
+static void q8_matmul_scalar(const int8_t *w, const float *scales, size_t rows, size_t cols, const void *xq,
+                             size_t n_tok, float *y, size_t ldy, size_t row_begin, size_t row_end) {
     const size_t pad = padded_cols(cols), stride = 3 * pad;
+    const rwkvx_matrix m = rwkvx_q8_packed_matrix(w, rows, cols);
     for (size_t t = 0; t < n_tok; t++) {
         const int8_t *q = (const int8_t *)((const char *)xq + t * stride);
         const float *lane_scales = (const float *)(q + pad + pad);
         for (size_t r = row_begin; r < row_end; r++) {
-            y[t * ldy + r] = q8_dot_scalar(w + r * cols, q, lane_scales, cols) * scales[r];
+            y[t * ldy + r] = q8_dot_scalar(rwkvx_matrix_row(&m, r), q, lane_scales, cols) * scales[r];
         }
     }
 }
@@ -153,13 +159,6 @@ static void q8_matmul_scalar(const int8_t *w, const float *scales, size_t cols, 
 // AVX2: int16 multiply-adds (exact), one 8-lane fp32 accumulator per (row, token).
 
 #pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
-
-static inline __attribute__((always_inline)) __m256i load32_i8(const int8_t *p, size_t remaining) {
-    if (remaining >= 32) return _mm256_loadu_si256((const __m256i *)p);
-    _Alignas(32) int8_t buffer[32] = {0};
-    memcpy(buffer, p, remaining);
-    return _mm256_load_si256((const __m256i *)buffer);
-}
 
 // Exact int32 sums of w * x over 32 columns, in 8 lanes.
 static inline __attribute__((always_inline)) __m256i block_dot_avx2(__m256i w, __m256i x) {
@@ -177,9 +176,10 @@ static inline __attribute__((always_inline)) float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-static void q8_matmul_avx2(const int8_t *w, const float *scales, size_t cols, const void *xq, size_t n_tok,
-                           float *y, size_t ldy, size_t row_begin, size_t row_end) {
+static void q8_matmul_avx2(const int8_t *w, const float *scales, size_t n_rows, size_t cols, const void *xq,
+                           size_t n_tok, float *y, size_t ldy, size_t row_begin, size_t row_end) {
     const size_t pad = padded_cols(cols), stride = 3 * pad;
+    const rwkvx_matrix m = rwkvx_q8_packed_matrix(w, n_rows, cols);
     enum { ROWS = 4 };
     for (size_t t = 0; t < n_tok; t++) {
         const int8_t *q = (const int8_t *)((const char *)xq + t * stride);
@@ -188,12 +188,15 @@ static void q8_matmul_avx2(const int8_t *w, const float *scales, size_t cols, co
         for (; r < row_end; r += ROWS) {
             const int rows = (row_end - r < ROWS) ? (int)(row_end - r) : ROWS;
             __m256 acc[ROWS];
+            rwkvx_row walk[ROWS];
             for (int j = 0; j < ROWS; j++) acc[j] = _mm256_setzero_ps();
+            for (int j = 0; j < rows; j++) walk[j] = rwkvx_matrix_row(&m, r + j);
             for (size_t b = 0; b < cols; b += Q8_BLOCK) {
                 const __m256i x = _mm256_loadu_si256((const __m256i *)(q + b));
                 const __m256 s = _mm256_set1_ps(lane_scales[b / 4]);
                 for (int j = 0; j < rows; j++) {
-                    const __m256i wv = load32_i8(w + (r + j) * cols + b, cols - b);
+                    const char *chunk = walk[j].start + (b / RWKVX_Q8_PANEL_COLS) * walk[j].stride;
+                    const __m256i wv = _mm256_loadu_si256((const __m256i *)(chunk + b % RWKVX_Q8_PANEL_COLS));
                     acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_dot_avx2(wv, x)), s, acc[j]);
                 }
             }
@@ -209,11 +212,6 @@ static void q8_matmul_avx2(const int8_t *w, const float *scales, size_t cols, co
 
 #pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni"))), apply_to = function)
 
-static inline __attribute__((always_inline)) __m512i load64_i8(const int8_t *p, size_t remaining) {
-    if (remaining >= 64) return _mm512_loadu_si512((const void *)p);
-    return _mm512_maskz_loadu_epi8((__mmask64)((1ull << remaining) - 1ull), p);
-}
-
 // One step for one (row, token): 64 weight bytes against the token's lanes.
 static inline __attribute__((always_inline)) __m512 vnni_step(__m512 acc, __m512i w_offset, __m512i xq,
                                                               __m512i corrections, __m512 lane_scales) {
@@ -225,7 +223,7 @@ static inline __attribute__((always_inline)) __m512 vnni_step(__m512 acc, __m512
 #define TILE_ROWS 4
 #define TILE_TOKENS 4
 
-static inline __attribute__((always_inline)) void vnni_tile(const int8_t *w, const float *scales, size_t cols,
+static inline __attribute__((always_inline)) void vnni_tile(const rwkvx_matrix *m, const float *scales, size_t cols,
                                                             const char *xq, size_t stride, int tokens,
                                                             float *y, size_t ldy, size_t r, int rows) {
     const size_t pad = padded_cols(cols);
@@ -234,10 +232,12 @@ static inline __attribute__((always_inline)) void vnni_tile(const int8_t *w, con
     for (int j = 0; j < TILE_ROWS; j++)
         for (int t = 0; t < TILE_TOKENS; t++) acc[j][t] = _mm512_setzero_ps();
 
-    for (size_t c = 0; c < cols; c += 64) {
+    rwkvx_row walk[TILE_ROWS];
+    for (int j = 0; j < rows; j++) walk[j] = rwkvx_matrix_row(m, r + j);
+    for (size_t c = 0, k = 0; c < cols; c += 64, k++) {
         __m512i wv[TILE_ROWS];
         for (int j = 0; j < rows; j++) {
-            wv[j] = _mm512_xor_si512(load64_i8(w + (r + j) * cols + c, cols - c), flip);
+            wv[j] = _mm512_xor_si512(_mm512_loadu_si512((const void *)(walk[j].start + k * walk[j].stride)), flip);
         }
         for (int t = 0; t < tokens; t++) {
             const int8_t *q = (const int8_t *)(xq + t * stride);
@@ -254,52 +254,59 @@ static inline __attribute__((always_inline)) void vnni_tile(const int8_t *w, con
     }
 }
 
-// Decode: MATVEC_ROWS rows of one token, prefetching into L2 the rows
-// PREFETCH_BLOCKS blocks ahead (as the fp32 kernels do: a plain stream of loads
-// leaves too few cache misses in flight). Same per-element arithmetic as the tile.
+// Decode: MATVEC_ROWS rows of one token that share a chunk stride (one panel: a
+// sequential stream, as for the float kernels). Same per-element arithmetic as the tile.
 #define MATVEC_ROWS 8
-#define PREFETCH_BLOCKS 2
 
-static inline __attribute__((always_inline)) void vnni_matvec_block(const int8_t *w, const float *scales,
+static inline __attribute__((always_inline)) void vnni_matvec_block(const rwkvx_row *walk, const float *scales,
                                                                     size_t cols, const int8_t *q, float *y,
                                                                     size_t r) {
-    const size_t pad = padded_cols(cols);
+    const size_t pad = padded_cols(cols), stride = walk[0].stride;
     const __m512i flip = _mm512_set1_epi8((char)0x80);
-    const size_t ahead = PREFETCH_BLOCKS * MATVEC_ROWS * cols;
     __m512 acc[MATVEC_ROWS];
     for (int j = 0; j < MATVEC_ROWS; j++) acc[j] = _mm512_setzero_ps();
-    for (size_t c = 0; c < cols; c += 64) {
+    for (size_t c = 0, offset = 0; c < cols; c += 64, offset += stride) {
         const __m512i x = _mm512_loadu_si512((const void *)(q + c));
         const __m512i corr = _mm512_loadu_si512((const void *)((const int32_t *)(q + pad) + c / 4));
         const __m512 s = _mm512_loadu_ps((const float *)(q + 2 * pad) + c / 4);
         for (int j = 0; j < MATVEC_ROWS; j++) {
-            const int8_t *row = w + (r + j) * cols;
-            _mm_prefetch((const char *)row + ahead + c, _MM_HINT_T1);
-            const __m512i wv = _mm512_xor_si512(load64_i8(row + c, cols - c), flip);
+            const __m512i wv = _mm512_xor_si512(_mm512_loadu_si512((const void *)(walk[j].start + offset)), flip);
             acc[j] = vnni_step(acc[j], wv, x, corr, s);
         }
     }
     for (int j = 0; j < MATVEC_ROWS; j++) y[r + j] = _mm512_reduce_add_ps(acc[j]) * scales[r + j];
 }
 
-static void q8_matmul_vnni(const int8_t *w, const float *scales, size_t cols, const void *xq, size_t n_tok,
-                           float *y, size_t ldy, size_t row_begin, size_t row_end) {
+static void q8_matmul_vnni(const int8_t *w, const float *scales, size_t rows, size_t cols, const void *xq,
+                           size_t n_tok, float *y, size_t ldy, size_t row_begin, size_t row_end) {
     const size_t stride = rwkvx_q8_token_bytes(cols);
+    const rwkvx_matrix m = rwkvx_q8_packed_matrix(w, rows, cols);
     const size_t tiled_tokens = n_tok - n_tok % TILE_TOKENS;
     for (size_t t0 = 0; t0 < tiled_tokens; t0 += TILE_TOKENS) {
         const char *q = (const char *)xq + t0 * stride;
         size_t r = row_begin;
         for (; r + TILE_ROWS <= row_end; r += TILE_ROWS) {
-            vnni_tile(w, scales, cols, q, stride, TILE_TOKENS, y + t0 * ldy, ldy, r, TILE_ROWS);
+            vnni_tile(&m, scales, cols, q, stride, TILE_TOKENS, y + t0 * ldy, ldy, r, TILE_ROWS);
         }
-        for (; r < row_end; r++) vnni_tile(w, scales, cols, q, stride, TILE_TOKENS, y + t0 * ldy, ldy, r, 1);
+        for (; r < row_end; r++) vnni_tile(&m, scales, cols, q, stride, TILE_TOKENS, y + t0 * ldy, ldy, r, 1);
     }
     // Leftover tokens (the whole of a decode) row block by row block.
     for (size_t t = tiled_tokens; t < n_tok; t++) {
         const int8_t *q = (const int8_t *)((const char *)xq + t * stride);
         size_t r = row_begin;
-        for (; r + MATVEC_ROWS <= row_end; r += MATVEC_ROWS) vnni_matvec_block(w, scales, cols, q, y + t * ldy, r);
-        for (; r < row_end; r++) vnni_tile(w, scales, cols, (const char *)q, stride, 1, y + t * ldy, ldy, r, 1);
+        while (r < row_end) {
+            if (r + MATVEC_ROWS <= row_end) {
+                rwkvx_row walk[MATVEC_ROWS];
+                for (int j = 0; j < MATVEC_ROWS; j++) walk[j] = rwkvx_matrix_row(&m, r + j);
+                if (walk[0].stride == walk[MATVEC_ROWS - 1].stride) {
+                    vnni_matvec_block(walk, scales, cols, q, y + t * ldy, r);
+                    r += MATVEC_ROWS;
+                    continue;
+                }
+            }
+            vnni_tile(&m, scales, cols, (const char *)q, stride, 1, y + t * ldy, ldy, r, 1);
+            r++;
+        }
     }
 }
 
@@ -316,20 +323,20 @@ static int has_vnni(void) {
 
 int rwkvx_has_vnni(void) { return has_vnni(); }
 
-void rwkvx_matmul_q8(const int8_t *w, const float *scales, size_t cols, const void *xq, size_t n_tok,
+void rwkvx_matmul_q8(const int8_t *w, const float *scales, size_t rows, size_t cols, const void *xq, size_t n_tok,
                      float *y, size_t ldy, size_t row_begin, size_t row_end) {
     switch (rwkvx_get_level()) {
     case RWKVX_LEVEL_AVX512:
         if (has_vnni()) {
-            q8_matmul_vnni(w, scales, cols, xq, n_tok, y, ldy, row_begin, row_end);
+            q8_matmul_vnni(w, scales, rows, cols, xq, n_tok, y, ldy, row_begin, row_end);
             return;
         }
-        q8_matmul_avx2(w, scales, cols, xq, n_tok, y, ldy, row_begin, row_end);
+        q8_matmul_avx2(w, scales, rows, cols, xq, n_tok, y, ldy, row_begin, row_end);
         return;
     case RWKVX_LEVEL_AVX2:
-        q8_matmul_avx2(w, scales, cols, xq, n_tok, y, ldy, row_begin, row_end);
+        q8_matmul_avx2(w, scales, rows, cols, xq, n_tok, y, ldy, row_begin, row_end);
         return;
     default:
-        q8_matmul_scalar(w, scales, cols, xq, n_tok, y, ldy, row_begin, row_end);
+        q8_matmul_scalar(w, scales, rows, cols, xq, n_tok, y, ldy, row_begin, row_end);
     }
 }

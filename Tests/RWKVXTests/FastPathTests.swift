@@ -130,13 +130,15 @@ final class FastPathTests: XCTestCase {
         var scales = [Float](repeating: 0, count: rows)
         let w = (0..<(rows * cols)).map { Float(($0 * 7919) % 255) / 127 - 1 }
         rwkvx_quantize_i8_rows(w, rows, cols, &weights, &scales)
+        var packed = [Int8](repeating: 0x55, count: rwkvx_q8_packed_bytes(rows, cols))
+        rwkvx_pack_q8_panels(weights, rows, cols, &packed)
         let x = (0..<(nTok * cols)).map { Float(($0 * 104_729) % 1000) / 250 - 2 }
         var xq = [UInt8](repeating: 0, count: nTok * rwkvx_q8_token_bytes(cols))
         rwkvx_quantize_q8_activations(x, nTok, cols, &xq)
 
         func matmul(tokens: Int) -> [Float] {
             var y = [Float](repeating: .nan, count: tokens * rows)
-            rwkvx_matmul_q8(weights, scales, cols, xq, tokens, &y, rows, 0, rows)
+            rwkvx_matmul_q8(packed, scales, rows, cols, xq, tokens, &y, rows, 0, rows)
             return y
         }
         var results: [Int32: [Float]] = [:]

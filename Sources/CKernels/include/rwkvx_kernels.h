@@ -146,6 +146,8 @@ void rwkvx_dot_rows(rwkvx_dtype dtype, const float *a, const void *m, size_t ld,
 void rwkvx_quantize_i8_rows(const float *w, size_t rows, size_t cols, int8_t *out, float *scales);
 
 // Int8 weights times int8 activations (the int8 weight format; see q8.c).
+// Weights are packed in panels as for rwkvx_matmul, with chunks of
+// RWKVX_Q8_PANEL_COLS columns (one 64-byte vector of a row), by rwkvx_pack_q8_panels.
 // Activations are quantised per token in 32-column blocks with one fp32 scale
 // each; rwkvx_q8_token_bytes(cols) bytes per token, 64-byte aligned rows work best.
 //   y[t * ldy + r] = scales[r] * sum_b sx[t][b] * sum_{c in b} w[r][c] * xq[t][c]
@@ -153,7 +155,10 @@ void rwkvx_quantize_i8_rows(const float *w, size_t rows, size_t cols, int8_t *ou
 // The AVX-512 level uses VNNI (vpdpbusd) where rwkvx_has_vnni() reports that the CPU has it.
 size_t rwkvx_q8_token_bytes(size_t cols);
 void rwkvx_quantize_q8_activations(const float *x, size_t n_tok, size_t cols, void *out);
-void rwkvx_matmul_q8(const int8_t *w, const float *scales, size_t cols, const void *xq, size_t n_tok,
+#define RWKVX_Q8_PANEL_COLS 64
+size_t rwkvx_q8_packed_bytes(size_t rows, size_t cols);
+void rwkvx_pack_q8_panels(const int8_t *src, size_t rows, size_t cols, int8_t *dst);
+void rwkvx_matmul_q8(const int8_t *w, const float *scales, size_t rows, size_t cols, const void *xq, size_t n_tok,
                      float *y, size_t ldy, size_t row_begin, size_t row_end);
 int rwkvx_has_vnni(void);
 

@@ -2,8 +2,8 @@
 // (PyTorch Linear [out, in]). fp32, fp16 and bf16 weights keep their stored dtype
 // and are packed into the kernels' panel layout at load (rwkvx_pack_panels), one
 // copy of the same size; the checkpoint pages they came from are then handed back
-// to the page cache, so resident memory holds each weight once. int8 weights stay
-// row-major for rwkvx_matmul_q8.
+// to the page cache, so resident memory holds each weight once. int8 weights are
+// quantised at load and packed for rwkvx_matmul_q8 (rwkvx_pack_q8_panels).
 import CKernels
 
 /// Storage of weights packed or converted at load. Freed with the last matrix that uses it.
@@ -82,10 +82,13 @@ public struct Matrix: @unchecked Sendable {
     init(rows: Int, cols: Int, float32 values: [Float], format: WeightFormat = .float32) {
         precondition(values.count == rows * cols)
         if format == .int8 {
-            let buffer = OwnedBuffer(byteCount: rows * cols + rows * 4)
-            let q = buffer.pointer.bindMemory(to: Int8.self, capacity: rows * cols)
-            let s = (buffer.pointer + rows * cols).bindMemory(to: Float.self, capacity: rows)
-            values.withUnsafeBufferPointer { rwkvx_quantize_i8_rows($0.baseAddress!, rows, cols, q, s) }
+            let bytes = rwkvx_q8_packed_bytes(rows, cols)
+            let buffer = OwnedBuffer(byteCount: bytes + rows * 4)
+            let q = buffer.pointer.bindMemory(to: Int8.self, capacity: bytes)
+            let s = (buffer.pointer + bytes).bindMemory(to: Float.self, capacity: rows)
+            var rowMajor = [Int8](repeating: 0, count: rows * cols)
+            values.withUnsafeBufferPointer { rwkvx_quantize_i8_rows($0.baseAddress!, rows, cols, &rowMajor, s) }
+            rwkvx_pack_q8_panels(rowMajor, rows, cols, q)
             self.init(rows: rows, cols: cols, dtype: RWKVX_DTYPE_I8, data: UnsafeRawPointer(q), scales: UnsafePointer(s),
                       owners: [buffer])
         } else {

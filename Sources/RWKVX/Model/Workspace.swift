@@ -95,7 +95,7 @@ struct MatmulTask {
         let y = self.y + tokens.lowerBound * ld
         if let quantizedX {
             let xq = quantizedX + tokens.lowerBound * rwkvx_q8_token_bytes(matrix.cols)
-            rwkvx_matmul_q8(matrix.data.assumingMemoryBound(to: Int8.self), matrix.scales, matrix.cols, xq,
+            rwkvx_matmul_q8(matrix.data.assumingMemoryBound(to: Int8.self), matrix.scales, matrix.rows, matrix.cols, xq,
                             nTok, y, ld, rows.lowerBound, rows.upperBound)
         } else {
             matrix.apply(x + tokens.lowerBound * matrix.cols, nTok: nTok, into: y, rows: rows)
