@@ -301,8 +301,39 @@ private func probedRuns(_ repeats: Int, probe: ReadProbe,
 }
 
 /// Median over runs of the bytes/s a run moved against the probe taken before it.
-private func bandwidthFraction(_ runs: (seconds: [Double], readBps: [Double]), bytesPerRun: Double) -> Double {
-    Summary(zip(runs.seconds, runs.readBps).map { bytesPerRun / $0 / $1 }).median
+private func bandwidthFraction(_ runs: (seconds: [Double], readBps: [Double]), bytesPerRun: [Double]) -> Double {
+    Summary(zip(bytesPerRun, zip(runs.seconds, runs.readBps)).map { $0 / $1.0 / $1.1 }).median
+}
+
+/// Bytes of K and V cache rows the sparse layers read to decode one token with
+/// `cached` rows in each cache: the rows the decode attends (every row up to
+/// chunk_size * top_k, then the top-k chunks and the incomplete tail) and the new
+/// one. Exact below the compression limit, which the throughput tests stay under.
+private func kvBytesPerToken(cached: Int, config: ModelConfig, options: AttentionOptions) -> Double {
+    guard config.nSparseLayer > 0 else { return 0 }
+    let attended = cached <= options.windowSize || options.mode == .full
+        ? cached + 1 : options.topK * options.chunkSize + cached % options.chunkSize + 1
+    let elementBytes = options.kvCacheDType == .fp16 ? 2 : 4
+    return Double(config.nSparseLayer * attended * config.nEmbd * 2 * elementBytes)
+}
+
+/// Bytes each timed decode run reads: the weights once per step, and per step the
+/// KV rows of each of `sessions` sessions whose caches start at `prompt` rows and
+/// grow by one per step through the untimed warm-up run and the timed runs.
+private func decodeBytesPerRun(settings: BenchSettings, sessions: Int, prompt: Int, weightBytes: Double,
+                               config: ModelConfig) -> [Double] {
+    (0..<settings.repeats).map { run in
+        (0..<settings.genTokens).reduce(0.0) { total, step in
+            let cached = prompt + settings.genTokens * (run + 1) + step
+            return total + weightBytes
+                + Double(sessions) * kvBytesPerToken(cached: cached, config: config, options: AttentionOptions())
+        }
+    }
+}
+
+/// Median over runs of bytes / seconds, in GB/s.
+private func medianGBps(_ seconds: [Double], bytes: [Double]) -> Double {
+    Summary(zip(bytes, seconds).map { $0 / $1 }).median / 1e9
 }
 
 private func measureThroughput(model: Model, settings: BenchSettings, machine: MachineLimits,
@@ -334,10 +365,11 @@ private func measureThroughput(model: Model, settings: BenchSettings, machine: M
         for token in steps { _ = try model.forward([token], state: &state) }
     }
     let decodeRate = Summary(decodeRuns.seconds).rate(work: Double(settings.genTokens))
-    let decodeGBps = decodeRate.median * bytesPerToken / 1e9
+    let decodeBytes = decodeBytesPerRun(settings: settings, sessions: 1, prompt: 16, weightBytes: bytesPerToken,
+                                        config: model.config)
     results.append(ThroughputResult(
-        test: "decode batch 1", tokensPerSecond: decodeRate, gbPerSecond: decodeGBps,
-        bandwidthFraction: bandwidthFraction(decodeRuns, bytesPerRun: bytesPerToken * Double(settings.genTokens)),
+        test: "decode batch 1", tokensPerSecond: decodeRate, gbPerSecond: medianGBps(decodeRuns.seconds, bytes: decodeBytes),
+        bandwidthFraction: bandwidthFraction(decodeRuns, bytesPerRun: decodeBytes),
         adjacentReadGBps: Summary(decodeRuns.readBps).scaled(1e-9)))
 
     // Decode at batch B: B sessions, one forwardBatch pass over the weights per step.
@@ -358,12 +390,12 @@ private func measureThroughput(model: Model, settings: BenchSettings, machine: M
             }
         }
         let batchRate = Summary(batchRuns.seconds).rate(work: Double(b * settings.genTokens))
-        let stepsPerSecond = batchRate.median / Double(b)
-        let batchGBps = stepsPerSecond * bytesPerToken / 1e9
+        let batchBytes = decodeBytesPerRun(settings: settings, sessions: b, prompt: 16, weightBytes: bytesPerToken,
+                                           config: model.config)
         let batchGFLOPs = batchRate.median * Double(stage.blockMatmulFlopsPerToken + stage.headFlopsPerRow) / 1e9
         results.append(ThroughputResult(
-            test: "decode batch \(b)", tokensPerSecond: batchRate, gbPerSecond: batchGBps,
-            bandwidthFraction: bandwidthFraction(batchRuns, bytesPerRun: bytesPerToken * Double(settings.genTokens)),
+            test: "decode batch \(b)", tokensPerSecond: batchRate, gbPerSecond: medianGBps(batchRuns.seconds, bytes: batchBytes),
+            bandwidthFraction: bandwidthFraction(batchRuns, bytesPerRun: batchBytes),
             adjacentReadGBps: Summary(batchRuns.readBps).scaled(1e-9), gflops: batchGFLOPs,
             fmaPeakFraction: batchGFLOPs / machine.fmaPeakGFLOPs))
     }
@@ -461,6 +493,9 @@ private func formatReport(_ report: BenchReport, settings: BenchSettings, contex
     out += String(format: "machine   memory read %.1f GB/s (best of 6, %d threads, 512 MiB); fp32 FMA peak %.1f GFLOP/s (best of 6, %d threads)\n",
                   report.machine.readGBps, report.threads, report.machine.fmaPeakGFLOPs, report.threads)
     out += String(format: "weights   %.1f MB read per decoded token\n", Double(report.weightBytesPerToken) / 1e6)
+    if !contextMode {
+        out += "GB/s      weights and the KV cache rows the decode reads (all cached rows at these short contexts)\n"
+    }
     out += "runs      median of \(settings.repeats) timed runs after 1 warm-up, with min-max\n"
     if !contextMode {
         out += "bound     each decode run against a read probe (best of 2) just before it; % is the median per-run ratio\n"
