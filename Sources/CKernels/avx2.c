@@ -525,6 +525,33 @@ static inline __attribute__((always_inline)) void attention_score_block(rwkvx_dt
     *max_v = _mm256_max_ps(*max_v, _mm256_load_ps(scores));
 }
 
+// The n scores at p become softmax weights, in place, given max_v, the lane-wise
+// max that attention_score_block gathered over them: weights exp(s - max), their
+// total in a fixed tree, then normalised.
+static inline __attribute__((always_inline)) void attention_softmax(float *p, size_t n, __m256 max_v) {
+    _Alignas(32) float lanes[LANES];
+    _mm256_store_ps(lanes, max_v);
+    float max_score = lanes[0];
+    for (int j = 1; j < LANES; j++) max_score = lanes[j] > max_score ? lanes[j] : max_score;
+    const __m256 max_vec = _mm256_set1_ps(max_score);
+
+    __m256 total_v = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + LANES <= n; i += LANES) {
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p + i), max_vec));
+        _mm256_storeu_ps(p + i, e);
+        total_v = _mm256_add_ps(total_v, e);
+    }
+    if (i < n) {
+        _mm256_store_ps(lanes, exp8(_mm256_sub_ps(load8_partial(RWKVX_DTYPE_F32, p, i, n - i), max_vec)));
+        for (size_t j = n - i; j < LANES; j++) lanes[j] = 0.0f;
+        memcpy(p + i, lanes, (n - i) * sizeof(float));
+        total_v = _mm256_add_ps(total_v, _mm256_load_ps(lanes));
+    }
+    const float total = sum1(total_v);
+    for (i = 0; i < n; i++) p[i] /= total;
+}
+
 // y[d0 + d] = sum over the rows of p[i] * v[row][d0 + d] for 32 columns from d0
 // (fewer past head_size); two sets of accumulators take alternate rows of a range.
 static inline __attribute__((always_inline)) void attention_value_group(rwkvx_dtype dt, const char *v_head,
@@ -598,28 +625,7 @@ static inline __attribute__((always_inline)) void attention_typed(rwkvx_dtype dt
                 n += count;
             }
         }
-        _Alignas(32) float lanes[LANES];
-        _mm256_store_ps(lanes, max_v);
-        float max_score = lanes[0];
-        for (int j = 1; j < LANES; j++) max_score = lanes[j] > max_score ? lanes[j] : max_score;
-        const __m256 max_vec = _mm256_set1_ps(max_score);
-
-        // Softmax weights exp(s - max), their total in a fixed tree, then normalised.
-        __m256 total_v = _mm256_setzero_ps();
-        size_t i = 0;
-        for (; i + LANES <= n; i += LANES) {
-            const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(scratch + i), max_vec));
-            _mm256_storeu_ps(scratch + i, e);
-            total_v = _mm256_add_ps(total_v, e);
-        }
-        if (i < n) {
-            _mm256_store_ps(lanes, exp8(_mm256_sub_ps(load8_partial(RWKVX_DTYPE_F32, scratch, i, n - i), max_vec)));
-            for (size_t j = n - i; j < LANES; j++) lanes[j] = 0.0f;
-            memcpy(scratch + i, lanes, (n - i) * sizeof(float));
-            total_v = _mm256_add_ps(total_v, _mm256_load_ps(lanes));
-        }
-        const float total = sum1(total_v);
-        for (i = 0; i < n; i++) scratch[i] /= total;
+        attention_softmax(scratch, n, max_v);
 
         // Weighted sum of the value rows, 32 columns per pass over the rows.
         const char *v_head = (const char *)v_cache + col * esize;
@@ -649,6 +655,259 @@ static void avx2_attention(const float *q, const void *k_cache, const void *v_ca
     }
 }
 
+// ---------------------------------------------------------------------------
+// Attention of several queries with one range start each (the causal rows of a
+// prefill), each bit for bit as attention_typed gives it for that query alone.
+//
+// A score tile has `queries` x `rows` = 8 accumulators: accumulator a * rows + j
+// is query a against row j, with the FMAs of attention_score_block, and sum8x8
+// reduces every lane by the same tree. The lane-wise max and the softmax are
+// those of the one-query kernel over each query's own scores. A value tile keeps,
+// per query, the two accumulator sets of attention_value_group with the same
+// pairing of rows from begin.
+
+// Queries of one score tile, at most: 8 accumulators, 4 query vectors and one K
+// vector leave room in the 16 ymm registers.
+#define ATTENTION_QUERIES 4
+
+// Queries of one value tile, at most: 2 queries x 16 columns x 2 row parities are
+// 8 accumulators, beside 2 value vectors and 4 broadcast weights.
+#define ATTENTION_VALUE_QUERIES 2
+
+// Scores of `queries` queries (queries * rows == 8) against rows [begin, last) of
+// one head: out[a][row - begin] = scale * q[a] . k[row]. Rows missing from the last
+// tile repeat its first row and are dropped.
+static inline __attribute__((always_inline)) void attention_score_queries(rwkvx_dtype dt, const char *k_head,
+                                                                          size_t row_bytes, size_t head_size,
+                                                                          const float *const *q, int queries, int rows,
+                                                                          size_t begin, size_t last, float scale,
+                                                                          float *const *out) {
+    const size_t esize = rwkvx_element_size(dt);
+    const size_t ahead = ATTENTION_PREFETCH_ROWS * row_bytes;
+    for (size_t row = begin; row < last; row += (size_t)rows) {
+        const size_t count = last - row < (size_t)rows ? last - row : (size_t)rows;
+        const char *keys[ATTENTION_ROWS];
+        for (int j = 0; j < rows; j++) keys[j] = k_head + (row + ((size_t)j < count ? (size_t)j : 0)) * row_bytes;
+
+        __m256 acc[ATTENTION_ROWS];
+        for (int j = 0; j < ATTENTION_ROWS; j++) acc[j] = _mm256_setzero_ps();
+        for (size_t c = 0; c < head_size; c += LANES) {
+            const size_t width = head_size - c;
+            __m256 qv[ATTENTION_QUERIES];
+            for (int a = 0; a < queries; a++) qv[a] = load8_upto(RWKVX_DTYPE_F32, q[a], c, width);
+            for (int j = 0; j < rows; j++) {
+                if ((c * esize) % 64 == 0) _mm_prefetch(keys[j] + ahead + c * esize, _MM_HINT_T1);
+                const __m256 kv = load8_upto(dt, keys[j], c, width);
+                for (int a = 0; a < queries; a++) acc[a * rows + j] = _mm256_fmadd_ps(kv, qv[a], acc[a * rows + j]);
+            }
+        }
+
+        // Lanes [a * rows, a * rows + count) are query a's scores.
+        _Alignas(32) float scores[ATTENTION_ROWS];
+        _mm256_store_ps(scores, _mm256_mul_ps(sum8x8(acc), _mm256_set1_ps(scale)));
+        for (int a = 0; a < queries; a++) memcpy(out[a] + (row - begin), scores + a * rows, count * sizeof(float));
+    }
+}
+
+// The lane-wise max that attention_score_block gathers over one range of n scores:
+// blocks of 8 from the range start, lanes past the end of the last block at -inf.
+static inline __attribute__((always_inline)) __m256 attention_max_lanes(const float *p, size_t n) {
+    __m256 max_v = _mm256_set1_ps(-INFINITY);
+    for (size_t i = 0; i < n; i += ATTENTION_ROWS) {
+        _Alignas(32) float scores[ATTENTION_ROWS];
+        const size_t count = n - i < ATTENTION_ROWS ? n - i : ATTENTION_ROWS;
+        memcpy(scores, p + i, count * sizeof(float));
+        for (size_t j = count; j < ATTENTION_ROWS; j++) scores[j] = -INFINITY;
+        max_v = _mm256_max_ps(max_v, _mm256_load_ps(scores));
+    }
+    return max_v;
+}
+
+// For `queries` queries (at most 2), one head and 16 columns from d0 (fewer past
+// head_size): y[a][d0 + d] = sum over rows [begin, ends[a]) of
+// p[a][row - begin] * v[row][d0 + d], by the arithmetic of attention_value_group:
+// rows begin + 2m go to the even and begin + 2m + 1 to the odd accumulators, a
+// last unpaired row to the even ones, and the two sets are added at the end.
+// Row pairs that every query of the tile attends are loaded once for all of them.
+// The other rows go to their own queries only: adding a row with weight 0 could
+// still turn -0 into +0 or carry a NaN or an infinity of the value row.
+static inline __attribute__((always_inline)) void attention_value_queries(rwkvx_dtype dt, const char *v_head,
+                                                                          size_t row_bytes, size_t head_size, size_t d0,
+                                                                          size_t begin, const size_t *ends, int queries,
+                                                                          const float *const *p, float *const *y) {
+    const size_t esize = rwkvx_element_size(dt);
+    const size_t ahead = ATTENTION_PREFETCH_ROWS * row_bytes;
+    size_t widths[2];
+    __m256 even[ATTENTION_VALUE_QUERIES][2], odd[ATTENTION_VALUE_QUERIES][2];
+    for (int u = 0; u < 2; u++) {
+        const size_t d = d0 + (size_t)u * LANES;
+        widths[u] = d < head_size ? head_size - d : 0;
+        for (int a = 0; a < ATTENTION_VALUE_QUERIES; a++) {
+            even[a][u] = _mm256_setzero_ps();
+            odd[a][u] = _mm256_setzero_ps();
+        }
+    }
+    size_t common = ends[0];
+    for (int a = 1; a < queries; a++) common = ends[a] < common ? ends[a] : common;
+    const size_t paired = begin + (common - begin) / 2 * 2;
+
+    // Row pairs every query of the tile attends.
+    for (size_t row = begin; row < paired; row += 2) {
+        const char *r0 = v_head + row * row_bytes, *r1 = r0 + row_bytes;
+        const size_t i = row - begin;
+        for (int u = 0; u < 2; u++) {
+            if (widths[u] == 0) continue;
+            const size_t d = d0 + (size_t)u * LANES;
+            if ((d * esize) % 64 == 0) {
+                _mm_prefetch(r0 + ahead + d * esize, _MM_HINT_T1);
+                _mm_prefetch(r1 + ahead + d * esize, _MM_HINT_T1);
+            }
+            const __m256 v0 = load8_upto(dt, r0, d, widths[u]), v1 = load8_upto(dt, r1, d, widths[u]);
+            for (int a = 0; a < queries; a++) {
+                even[a][u] = _mm256_fmadd_ps(_mm256_set1_ps(p[a][i]), v0, even[a][u]);
+                odd[a][u] = _mm256_fmadd_ps(_mm256_set1_ps(p[a][i + 1]), v1, odd[a][u]);
+            }
+        }
+    }
+
+    // Each query's own remaining rows, paired as they would be for it alone.
+    for (int a = 0; a < queries; a++) {
+        size_t row = paired;
+        for (; row + 2 <= ends[a]; row += 2) {
+            const char *r0 = v_head + row * row_bytes, *r1 = r0 + row_bytes;
+            const __m256 p0 = _mm256_set1_ps(p[a][row - begin]), p1 = _mm256_set1_ps(p[a][row - begin + 1]);
+            for (int u = 0; u < 2; u++) {
+                if (widths[u] == 0) continue;
+                const size_t d = d0 + (size_t)u * LANES;
+                even[a][u] = _mm256_fmadd_ps(p0, load8_upto(dt, r0, d, widths[u]), even[a][u]);
+                odd[a][u] = _mm256_fmadd_ps(p1, load8_upto(dt, r1, d, widths[u]), odd[a][u]);
+            }
+        }
+        if (row < ends[a]) {
+            const char *r0 = v_head + row * row_bytes;
+            const __m256 p0 = _mm256_set1_ps(p[a][row - begin]);
+            for (int u = 0; u < 2; u++) {
+                if (widths[u] == 0) continue;
+                even[a][u] = _mm256_fmadd_ps(p0, load8_upto(dt, r0, d0 + (size_t)u * LANES, widths[u]), even[a][u]);
+            }
+        }
+    }
+
+    for (int a = 0; a < queries; a++) {
+        for (int u = 0; u < 2; u++) {
+            if (widths[u] == 0) continue;
+            _Alignas(32) float lanes[LANES];
+            _mm256_store_ps(lanes, _mm256_add_ps(even[a][u], odd[a][u]));
+            memcpy(y[a] + d0 + (size_t)u * LANES, lanes, (widths[u] < LANES ? widths[u] : LANES) * sizeof(float));
+        }
+    }
+}
+
+// Queries of the next tile, at most `limit` (a power of two): the largest power
+// of two that is left, so that no tile computes a query twice.
+static inline size_t attention_tile_queries(size_t left, size_t limit) {
+    size_t queries = limit;
+    while (queries > left) queries /= 2;
+    return queries;
+}
+
+// One head at a time: scores of every query, their softmax, then the value sums.
+// scratch has a row of span scores for each query.
+static inline __attribute__((always_inline)) void attention_queries_typed(rwkvx_dtype dt, const float *q, size_t ldq,
+                                                                          size_t n_query, const void *k_cache,
+                                                                          const void *v_cache, size_t ld,
+                                                                          size_t head_size, size_t begin,
+                                                                          const size_t *ends, float scale,
+                                                                          float *scratch, float *y, size_t ldy,
+                                                                          size_t h_begin, size_t h_end) {
+    const size_t esize = rwkvx_element_size(dt);
+    const size_t row_bytes = ld * esize;
+    size_t last = begin;
+    for (size_t j = 0; j < n_query; j++) last = ends[j] > last ? ends[j] : last;
+    const size_t span = last - begin;
+
+    for (size_t h = h_begin; h < h_end; h++) {
+        const size_t col = h * head_size;
+        const char *k_head = (const char *)k_cache + col * esize;
+        const char *v_head = (const char *)v_cache + col * esize;
+
+        // Scores of each tile of queries over the rows up to the tile's last end.
+        for (size_t j0 = 0; j0 < n_query;) {
+            const size_t queries = attention_tile_queries(n_query - j0, ATTENTION_QUERIES);
+            const float *qs[ATTENTION_QUERIES];
+            float *out[ATTENTION_QUERIES];
+            size_t tile_last = begin;
+            for (size_t a = 0; a < queries; a++) {
+                qs[a] = q + (j0 + a) * ldq + col;
+                out[a] = scratch + (j0 + a) * span;
+                tile_last = ends[j0 + a] > tile_last ? ends[j0 + a] : tile_last;
+            }
+            switch (queries) {
+            case 4:
+                attention_score_queries(dt, k_head, row_bytes, head_size, qs, 4, 2, begin, tile_last, scale, out);
+                break;
+            case 2:
+                attention_score_queries(dt, k_head, row_bytes, head_size, qs, 2, 4, begin, tile_last, scale, out);
+                break;
+            default:
+                attention_score_queries(dt, k_head, row_bytes, head_size, qs, 1, 8, begin, tile_last, scale, out);
+                break;
+            }
+            j0 += queries;
+        }
+
+        // Each query's softmax over its own rows.
+        for (size_t j = 0; j < n_query; j++) {
+            float *p = scratch + j * span;
+            const size_t n = ends[j] - begin;
+            attention_softmax(p, n, attention_max_lanes(p, n));
+        }
+
+        // Value sums, 16 columns per pass over the rows.
+        for (size_t j0 = 0; j0 < n_query;) {
+            const size_t queries = attention_tile_queries(n_query - j0, ATTENTION_VALUE_QUERIES);
+            const float *p[ATTENTION_VALUE_QUERIES];
+            float *out[ATTENTION_VALUE_QUERIES];
+            for (size_t a = 0; a < queries; a++) {
+                p[a] = scratch + (j0 + a) * span;
+                out[a] = y + (j0 + a) * ldy + col;
+            }
+            for (size_t d0 = 0; d0 < head_size; d0 += 2 * LANES) {
+                if (queries == 2) {
+                    attention_value_queries(dt, v_head, row_bytes, head_size, d0, begin, ends + j0, 2, p, out);
+                } else {
+                    attention_value_queries(dt, v_head, row_bytes, head_size, d0, begin, ends + j0, 1, p, out);
+                }
+            }
+            j0 += queries;
+        }
+    }
+}
+
+static void avx2_attention_queries(const float *q, size_t ldq, size_t n_query,
+                                   const void *k_cache, const void *v_cache, rwkvx_dtype cache_dtype,
+                                   size_t ld, size_t head_size, size_t begin, const size_t *ends, float scale,
+                                   float *scratch, float *y, size_t ldy, size_t h_begin, size_t h_end) {
+    switch (cache_dtype) {
+    case RWKVX_DTYPE_F32:
+        attention_queries_typed(RWKVX_DTYPE_F32, q, ldq, n_query, k_cache, v_cache, ld, head_size, begin, ends, scale,
+                                scratch, y, ldy, h_begin, h_end);
+        break;
+    case RWKVX_DTYPE_F16:
+        attention_queries_typed(RWKVX_DTYPE_F16, q, ldq, n_query, k_cache, v_cache, ld, head_size, begin, ends, scale,
+                                scratch, y, ldy, h_begin, h_end);
+        break;
+    case RWKVX_DTYPE_BF16:
+        attention_queries_typed(RWKVX_DTYPE_BF16, q, ldq, n_query, k_cache, v_cache, ld, head_size, begin, ends, scale,
+                                scratch, y, ldy, h_begin, h_end);
+        break;
+    case RWKVX_DTYPE_I8:
+        attention_queries_typed(RWKVX_DTYPE_I8, q, ldq, n_query, k_cache, v_cache, ld, head_size, begin, ends, scale,
+                                scratch, y, ldy, h_begin, h_end);
+        break;
+    }
+}
+
 #pragma clang attribute pop
 
 static void avx2_wkv7_seq(size_t head_size, float *state, size_t n_tok, size_t ld,
@@ -662,6 +921,7 @@ const rwkvx_kernel_table rwkvx_avx2_kernels = {
     .wkv7_step = avx2_wkv7_step,
     .wkv7_seq = avx2_wkv7_seq,
     .attention = avx2_attention,
+    .attention_queries = avx2_attention_queries,
     .dot_rows = avx2_dot_rows,
     .exp = avx2_exp,
     .tmix_prepare = avx2_tmix_prepare,

@@ -582,6 +582,30 @@ static inline __attribute__((always_inline)) void attention_score_block(rwkvx_dt
     _mm512_mask_storeu_ps(out, valid, scores);
 }
 
+// The n scores at p become softmax weights, in place: the max (for a stable
+// softmax), weights exp(s - max), their total in a fixed tree, then the weights
+// normalised. Every score's weight depends only on the n scores and their order.
+static inline __attribute__((always_inline)) void attention_softmax(float *p, size_t n) {
+    __m512 max_v = _mm512_set1_ps(-INFINITY);
+    for (size_t i = 0; i < n; i += LANES) {
+        const __mmask16 mask = chunk_mask(n, i);
+        max_v = _mm512_mask_max_ps(max_v, mask, max_v, _mm512_maskz_loadu_ps(mask, p + i));
+    }
+    const __m512 max_vec = _mm512_set1_ps(_mm512_reduce_max_ps(max_v));
+    __m512 total_v = _mm512_setzero_ps();
+    for (size_t i = 0; i < n; i += LANES) {
+        const __mmask16 mask = chunk_mask(n, i);
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, p + i), max_vec));
+        _mm512_mask_storeu_ps(p + i, mask, e);
+        total_v = _mm512_add_ps(total_v, _mm512_maskz_mov_ps(mask, e));
+    }
+    const __m512 total = _mm512_set1_ps(sum1(total_v));
+    for (size_t i = 0; i < n; i += LANES) {
+        const __mmask16 mask = chunk_mask(n, i);
+        _mm512_mask_storeu_ps(p + i, mask, _mm512_div_ps(_mm512_maskz_loadu_ps(mask, p + i), total));
+    }
+}
+
 // Heads whose value sums share one pass over the rows: 6 heads x 4 vectors of
 // 16 columns are 24 accumulators, which leave room in the 32 zmm registers.
 #define ATTENTION_VALUE_HEADS 6
@@ -663,29 +687,8 @@ static inline __attribute__((always_inline)) void attention_typed(rwkvx_dtype dt
         }
     }
 
-    // Per head: the max score (for a stable softmax), weights exp(s - max), their
-    // total in a fixed tree, then the weights normalised.
-    for (size_t h = h_begin; h < h_end; h++) {
-        float *p = scratch + (h - h_begin) * n;
-        __m512 max_v = _mm512_set1_ps(-INFINITY);
-        for (size_t i = 0; i < n; i += LANES) {
-            const __mmask16 mask = chunk_mask(n, i);
-            max_v = _mm512_mask_max_ps(max_v, mask, max_v, _mm512_maskz_loadu_ps(mask, p + i));
-        }
-        const __m512 max_vec = _mm512_set1_ps(_mm512_reduce_max_ps(max_v));
-        __m512 total_v = _mm512_setzero_ps();
-        for (size_t i = 0; i < n; i += LANES) {
-            const __mmask16 mask = chunk_mask(n, i);
-            const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, p + i), max_vec));
-            _mm512_mask_storeu_ps(p + i, mask, e);
-            total_v = _mm512_add_ps(total_v, _mm512_maskz_mov_ps(mask, e));
-        }
-        const __m512 total = _mm512_set1_ps(sum1(total_v));
-        for (size_t i = 0; i < n; i += LANES) {
-            const __mmask16 mask = chunk_mask(n, i);
-            _mm512_mask_storeu_ps(p + i, mask, _mm512_div_ps(_mm512_maskz_loadu_ps(mask, p + i), total));
-        }
-    }
+    // Softmax weights of every head.
+    for (size_t h = h_begin; h < h_end; h++) attention_softmax(scratch + (h - h_begin) * n, n);
 
     // Weighted sums of the value rows: up to 6 heads and 64 columns per pass over the rows.
     for (size_t h0 = h_begin; h0 < h_end; h0 += ATTENTION_VALUE_HEADS) {
@@ -717,6 +720,222 @@ static void avx512_attention(const float *q, const void *k_cache, const void *v_
     }
 }
 
+// ---------------------------------------------------------------------------
+// Attention of several queries with one range start each (the causal rows of a
+// prefill), each bit for bit as attention_typed gives it for that query alone.
+//
+// A score tile has `queries` x `rows` = 16 accumulators: accumulator a * rows + j
+// is query a against row j, with the FMAs of attention_score_block, and sum16x16
+// reduces every lane by the same tree, so each score is that of the one-query
+// kernel. A K chunk loaded once then serves every query of the tile. Each query's
+// softmax is attention_softmax over its own scores. A value tile keeps one
+// accumulator per (query, column), like attention_value_pass, and adds each
+// query's rows in order.
+
+// Queries of one tile, at most: 16 score and 16 value accumulators, 4 query
+// (or value) vectors and one K vector fit the 32 zmm registers.
+#define ATTENTION_QUERIES 4
+
+// Scores of `queries` queries (queries * rows == 16) against rows [begin, last) of
+// one head: out[a][row - begin] = scale * q[a] . k[row]. Rows missing from the last
+// tile repeat its first row and are dropped.
+static inline __attribute__((always_inline)) void attention_score_queries(rwkvx_dtype dt, const char *k_head,
+                                                                          size_t row_bytes, size_t head_size,
+                                                                          const float *const *q, int queries, int rows,
+                                                                          size_t begin, size_t last, float scale,
+                                                                          float *const *out) {
+    const size_t esize = rwkvx_element_size(dt);
+    const size_t ahead = ATTENTION_PREFETCH_ROWS * row_bytes;
+    const __m512i first_lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (size_t row = begin; row < last; row += (size_t)rows) {
+        const size_t count = last - row < (size_t)rows ? last - row : (size_t)rows;
+        const char *keys[ATTENTION_ROWS];
+        for (int j = 0; j < rows; j++) keys[j] = k_head + (row + ((size_t)j < count ? (size_t)j : 0)) * row_bytes;
+
+        __m512 acc[ATTENTION_ROWS];
+        for (int j = 0; j < ATTENTION_ROWS; j++) acc[j] = _mm512_setzero_ps();
+        for (size_t c = 0; c < head_size; c += LANES) {
+            const __mmask16 mask = chunk_mask(head_size, c);
+            __m512 qv[ATTENTION_QUERIES];
+            for (int a = 0; a < queries; a++) qv[a] = _mm512_maskz_loadu_ps(mask, q[a] + c);
+            for (int j = 0; j < rows; j++) {
+                if ((c * esize) % 64 == 0) _mm_prefetch(keys[j] + ahead + c * esize, _MM_HINT_T1);
+                const __m512 kv = load16_masked(dt, keys[j], c, mask);
+                for (int a = 0; a < queries; a++) acc[a * rows + j] = _mm512_fmadd_ps(kv, qv[a], acc[a * rows + j]);
+            }
+        }
+
+        // Lanes [a * rows, a * rows + count) are query a's scores.
+        const __m512 scores = _mm512_mul_ps(sum16x16(acc), _mm512_set1_ps(scale));
+        const __mmask16 valid = tail_mask16(count);
+        for (int a = 0; a < queries; a++) {
+            const __m512i lanes = _mm512_add_epi32(first_lanes, _mm512_set1_epi32(a * rows));
+            _mm512_mask_storeu_ps(out[a] + (row - begin), valid, _mm512_permutexvar_ps(lanes, scores));
+        }
+    }
+}
+
+// For `queries` queries (at most 4), one head and 64 columns from d0 (masked past
+// head_size): y[a][d0 + d] = sum over rows [begin, ends[a]) in order of
+// p[a][row - begin] * v[row][d0 + d]. Rows that every query of the tile attends are
+// loaded once for all of them. The other rows go to their own queries only: adding
+// a row with weight 0 could still turn -0 into +0 or carry a NaN or an infinity of
+// the value row.
+static inline __attribute__((always_inline)) void attention_value_queries(rwkvx_dtype dt, const char *v_head,
+                                                                          size_t row_bytes, size_t head_size, size_t d0,
+                                                                          size_t begin, const size_t *ends, int queries,
+                                                                          const float *const *p, float *const *y) {
+    const size_t esize = rwkvx_element_size(dt);
+    const size_t ahead = ATTENTION_PREFETCH_ROWS * row_bytes;
+    __mmask16 masks[4];
+    for (int u = 0; u < 4; u++) {
+        const size_t d = d0 + (size_t)u * LANES;
+        masks[u] = d < head_size ? chunk_mask(head_size, d) : 0;
+    }
+    __m512 acc[ATTENTION_QUERIES][4];
+    for (int a = 0; a < ATTENTION_QUERIES; a++)
+        for (int u = 0; u < 4; u++) acc[a][u] = _mm512_setzero_ps();
+    size_t common = ends[0];
+    for (int a = 1; a < queries; a++) common = ends[a] < common ? ends[a] : common;
+
+    // Rows every query of the tile attends.
+    const size_t last_byte = (d0 + 4 * LANES < head_size ? d0 + 4 * LANES : head_size) * esize;
+    for (size_t row = begin; row < common; row++) {
+        const char *vr = v_head + row * row_bytes;
+        for (size_t byte = (d0 * esize) & ~(size_t)63; byte < last_byte; byte += 64) {
+            _mm_prefetch(vr + ahead + byte, _MM_HINT_T1);
+        }
+        __m512 v[4];
+        for (int u = 0; u < 4; u++) v[u] = load16_masked(dt, vr, d0 + (size_t)u * LANES, masks[u]);
+        for (int a = 0; a < queries; a++) {
+            const __m512 pv = _mm512_set1_ps(p[a][row - begin]);
+            for (int u = 0; u < 4; u++) acc[a][u] = _mm512_fmadd_ps(pv, v[u], acc[a][u]);
+        }
+    }
+
+    // Each query's own remaining rows.
+    for (int a = 0; a < queries; a++) {
+        for (size_t row = common; row < ends[a]; row++) {
+            const char *vr = v_head + row * row_bytes;
+            const __m512 pv = _mm512_set1_ps(p[a][row - begin]);
+            for (int u = 0; u < 4; u++) {
+                acc[a][u] = _mm512_fmadd_ps(pv, load16_masked(dt, vr, d0 + (size_t)u * LANES, masks[u]), acc[a][u]);
+            }
+        }
+    }
+
+    for (int a = 0; a < queries; a++) {
+        for (int u = 0; u < 4; u++) _mm512_mask_storeu_ps(y[a] + d0 + (size_t)u * LANES, masks[u], acc[a][u]);
+    }
+}
+
+// Queries of the next tile, at most `limit` (a power of two): the largest power
+// of two that is left, so that no tile computes a query twice.
+static inline size_t attention_tile_queries(size_t left, size_t limit) {
+    size_t queries = limit;
+    while (queries > left) queries /= 2;
+    return queries;
+}
+
+// One head at a time: scores of every query, their softmax, then the value sums.
+// scratch has a row of span scores for each query.
+static inline __attribute__((always_inline)) void attention_queries_typed(rwkvx_dtype dt, const float *q, size_t ldq,
+                                                                          size_t n_query, const void *k_cache,
+                                                                          const void *v_cache, size_t ld,
+                                                                          size_t head_size, size_t begin,
+                                                                          const size_t *ends, float scale,
+                                                                          float *scratch, float *y, size_t ldy,
+                                                                          size_t h_begin, size_t h_end) {
+    const size_t esize = rwkvx_element_size(dt);
+    const size_t row_bytes = ld * esize;
+    size_t last = begin;
+    for (size_t j = 0; j < n_query; j++) last = ends[j] > last ? ends[j] : last;
+    const size_t span = last - begin;
+
+    for (size_t h = h_begin; h < h_end; h++) {
+        const size_t col = h * head_size;
+        const char *k_head = (const char *)k_cache + col * esize;
+        const char *v_head = (const char *)v_cache + col * esize;
+
+        // Scores of each tile of queries over the rows up to the tile's last end.
+        for (size_t j0 = 0; j0 < n_query;) {
+            const size_t queries = attention_tile_queries(n_query - j0, ATTENTION_QUERIES);
+            const float *qs[ATTENTION_QUERIES];
+            float *out[ATTENTION_QUERIES];
+            size_t tile_last = begin;
+            for (size_t a = 0; a < queries; a++) {
+                qs[a] = q + (j0 + a) * ldq + col;
+                out[a] = scratch + (j0 + a) * span;
+                tile_last = ends[j0 + a] > tile_last ? ends[j0 + a] : tile_last;
+            }
+            switch (queries) {
+            case 4:
+                attention_score_queries(dt, k_head, row_bytes, head_size, qs, 4, 4, begin, tile_last, scale, out);
+                break;
+            case 2:
+                attention_score_queries(dt, k_head, row_bytes, head_size, qs, 2, 8, begin, tile_last, scale, out);
+                break;
+            default:
+                attention_score_queries(dt, k_head, row_bytes, head_size, qs, 1, 16, begin, tile_last, scale, out);
+                break;
+            }
+            j0 += queries;
+        }
+
+        // Each query's softmax over its own rows.
+        for (size_t j = 0; j < n_query; j++) attention_softmax(scratch + j * span, ends[j] - begin);
+
+        // Value sums, 64 columns per pass over the rows.
+        for (size_t j0 = 0; j0 < n_query;) {
+            const size_t queries = attention_tile_queries(n_query - j0, ATTENTION_QUERIES);
+            const float *p[ATTENTION_QUERIES];
+            float *out[ATTENTION_QUERIES];
+            for (size_t a = 0; a < queries; a++) {
+                p[a] = scratch + (j0 + a) * span;
+                out[a] = y + (j0 + a) * ldy + col;
+            }
+            for (size_t d0 = 0; d0 < head_size; d0 += 4 * LANES) {
+                switch (queries) {
+                case 4:
+                    attention_value_queries(dt, v_head, row_bytes, head_size, d0, begin, ends + j0, 4, p, out);
+                    break;
+                case 2:
+                    attention_value_queries(dt, v_head, row_bytes, head_size, d0, begin, ends + j0, 2, p, out);
+                    break;
+                default:
+                    attention_value_queries(dt, v_head, row_bytes, head_size, d0, begin, ends + j0, 1, p, out);
+                    break;
+                }
+            }
+            j0 += queries;
+        }
+    }
+}
+
+static void avx512_attention_queries(const float *q, size_t ldq, size_t n_query,
+                                     const void *k_cache, const void *v_cache, rwkvx_dtype cache_dtype,
+                                     size_t ld, size_t head_size, size_t begin, const size_t *ends, float scale,
+                                     float *scratch, float *y, size_t ldy, size_t h_begin, size_t h_end) {
+    switch (cache_dtype) {
+    case RWKVX_DTYPE_F32:
+        attention_queries_typed(RWKVX_DTYPE_F32, q, ldq, n_query, k_cache, v_cache, ld, head_size, begin, ends, scale,
+                                scratch, y, ldy, h_begin, h_end);
+        break;
+    case RWKVX_DTYPE_F16:
+        attention_queries_typed(RWKVX_DTYPE_F16, q, ldq, n_query, k_cache, v_cache, ld, head_size, begin, ends, scale,
+                                scratch, y, ldy, h_begin, h_end);
+        break;
+    case RWKVX_DTYPE_BF16:
+        attention_queries_typed(RWKVX_DTYPE_BF16, q, ldq, n_query, k_cache, v_cache, ld, head_size, begin, ends, scale,
+                                scratch, y, ldy, h_begin, h_end);
+        break;
+    case RWKVX_DTYPE_I8:
+        attention_queries_typed(RWKVX_DTYPE_I8, q, ldq, n_query, k_cache, v_cache, ld, head_size, begin, ends, scale,
+                                scratch, y, ldy, h_begin, h_end);
+        break;
+    }
+}
+
 #pragma clang attribute pop
 
 const rwkvx_kernel_table rwkvx_avx512_kernels = {
@@ -724,6 +943,7 @@ const rwkvx_kernel_table rwkvx_avx512_kernels = {
     .wkv7_step = avx512_wkv7_step,
     .wkv7_seq = avx512_wkv7_seq,
     .attention = avx512_attention,
+    .attention_queries = avx512_attention_queries,
     .dot_rows = avx512_dot_rows,
     .exp = avx512_exp,
     .tmix_prepare = avx512_tmix_prepare,

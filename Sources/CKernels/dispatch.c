@@ -83,6 +83,14 @@ void rwkvx_attention(const float *q, const void *k_cache, const void *v_cache,
                        scratch, y, h_begin, h_end);
 }
 
+void rwkvx_attention_queries(const float *q, size_t ldq, size_t n_query,
+                             const void *k_cache, const void *v_cache, rwkvx_dtype cache_dtype,
+                             size_t ld, size_t head_size, size_t begin, const size_t *ends, float scale,
+                             float *scratch, float *y, size_t ldy, size_t h_begin, size_t h_end) {
+    table()->attention_queries(q, ldq, n_query, k_cache, v_cache, cache_dtype, ld, head_size, begin, ends, scale,
+                               scratch, y, ldy, h_begin, h_end);
+}
+
 void rwkvx_dot_rows(rwkvx_dtype dtype, const float *a, const void *m, size_t ld, size_t n,
                     float *out, size_t row_begin, size_t row_end) {
     table()->dot_rows(dtype, a, m, ld, n, out, row_begin, row_end);

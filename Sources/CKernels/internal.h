@@ -154,6 +154,8 @@ typedef struct {
                       const float *, const float *, const float *, float *, size_t, size_t);
     void (*attention)(const float *, const void *, const void *, rwkvx_dtype, size_t, size_t,
                       const size_t *, size_t, float, float *, float *, size_t, size_t);
+    void (*attention_queries)(const float *, size_t, size_t, const void *, const void *, rwkvx_dtype, size_t,
+                              size_t, size_t, const size_t *, float, float *, float *, size_t, size_t, size_t);
     void (*dot_rows)(rwkvx_dtype, const float *, const void *, size_t, size_t, float *,
                      size_t, size_t);
     void (*exp)(const float *, float *, size_t);

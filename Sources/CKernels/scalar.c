@@ -122,6 +122,64 @@ static void scalar_attention(const float *q, const void *k_cache, const void *v_
     }
 }
 
+// Each query takes the arithmetic of scalar_attention over one range. Rows are
+// the outer loop, so each row is read once for all the queries that attend it.
+// A weight normalised once in scratch is the same float as the weight divided
+// by the total at each use.
+static void scalar_attention_queries(const float *q, size_t ldq, size_t n_query,
+                                     const void *k_cache, const void *v_cache, rwkvx_dtype cache_dtype,
+                                     size_t ld, size_t head_size, size_t begin, const size_t *ends, float scale,
+                                     float *scratch, float *y, size_t ldy, size_t h_begin, size_t h_end) {
+    const size_t esize = rwkvx_element_size(cache_dtype);
+    size_t last = begin;
+    for (size_t j = 0; j < n_query; j++) last = ends[j] > last ? ends[j] : last;
+    const size_t span = last - begin;
+
+    for (size_t h = h_begin; h < h_end; h++) {
+        const size_t col = h * head_size;
+
+        // scores[j][i] of query j and row begin + i, for the rows it attends
+        for (size_t row = begin; row < last; row++) {
+            const rwkvx_row key = {(const char *)k_cache + (row * ld + col) * esize, RWKVX_PANEL_COLS * esize};
+            for (size_t j = 0; j < n_query; j++) {
+                if (row >= ends[j]) continue;
+                scratch[j * span + row - begin] = dot_row(cache_dtype, key, q + j * ldq + col, head_size) * scale;
+            }
+        }
+
+        // per query: softmax weights, max and total taken in row order
+        for (size_t j = 0; j < n_query; j++) {
+            float *p = scratch + j * span;
+            const size_t n = ends[j] - begin;
+            float max_score = -INFINITY;
+            for (size_t i = 0; i < n; i++) {
+                if (p[i] > max_score) max_score = p[i];
+            }
+            float total = 0.0f;
+            for (size_t i = 0; i < n; i++) {
+                p[i] = expf(p[i] - max_score);
+                total += p[i];
+            }
+            for (size_t i = 0; i < n; i++) p[i] = p[i] / total;
+        }
+
+        // weighted sums of the value rows, each query over its own rows only
+        for (size_t j = 0; j < n_query; j++) {
+            for (size_t d = 0; d < head_size; d++) y[j * ldy + col + d] = 0.0f;
+        }
+        for (size_t row = begin; row < last; row++) {
+            for (size_t j = 0; j < n_query; j++) {
+                if (row >= ends[j]) continue;
+                const float p = scratch[j * span + row - begin];
+                float *out = y + j * ldy + col;
+                for (size_t d = 0; d < head_size; d++) {
+                    out[d] += p * load_element(cache_dtype, v_cache, row * ld + col + d);
+                }
+            }
+        }
+    }
+}
+
 static void scalar_exp(const float *x, float *y, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] = expf(x[i]);
 }
@@ -173,6 +231,7 @@ const rwkvx_kernel_table rwkvx_scalar_kernels = {
     .wkv7_step = scalar_wkv7_step,
     .wkv7_seq = scalar_wkv7_seq,
     .attention = scalar_attention,
+    .attention_queries = scalar_attention_queries,
     .dot_rows = scalar_dot_rows,
     .exp = scalar_exp,
     .tmix_prepare = scalar_tmix_prepare,

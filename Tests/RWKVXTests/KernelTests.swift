@@ -321,6 +321,81 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    func testAttentionQueriesMatchOneQuery() {
+        let cacheRows = 120
+        // Causal blocks of every tile mix, then ragged, unsorted and repeated ends, an
+        // empty range, and ends at the last cache row.
+        var blocks: [(begin: Int, ends: [Int])] = [1, 2, 3, 4, 5, 7, 8, 9, 16].map { count in
+            (begin: 3, ends: (0..<count).map { 3 + 10 + $0 + 1 })
+        }
+        blocks += [
+            (begin: 0, ends: [1]),
+            (begin: 0, ends: [1, 2, 3, 4, 5, 6, 7, 8]),
+            (begin: 10, ends: [90, 33, 61, 12, 90, 11, 70]),
+            (begin: 20, ends: [25, 30, 31, 32, 29]),
+            (begin: 7, ends: [7, 9, 8]),
+            (begin: 64, ends: [120, 119, 120, 100, 117, 65]),
+        ]
+        for headSize in [64, 40] {
+            let nHead = 3
+            let nEmbd = nHead * headSize
+            let ld = nEmbd + 3, ldq = nEmbd + 5, ldy = nEmbd + 2
+            let maxQueries = blocks.map(\.ends.count).max()!
+            // q is scaled up so that the softmax is far from uniform and exp gets a wide range.
+            let q = randomFloats(maxQueries * ldq, seed: 81).map { $0 * 4 }
+            let kFloats = randomFloats(cacheRows * ld, seed: 82)
+            var vFloats = randomFloats(cacheRows * ld, seed: 83)
+            // Row 30 is attended by some queries of a block and not by others: a kernel
+            // that added it with weight 0 to the others would turn their results into NaN.
+            for d in 0..<headSize { vFloats[30 * ld + d] = .infinity }
+            vFloats[30 * ld + headSize + 1] = .nan
+            for dtype in [RWKVX_DTYPE_F32, RWKVX_DTYPE_F16] {
+                let kCache = encode(kFloats, as: dtype), vCache = encode(vFloats, as: dtype)
+                for (begin, ends) in blocks {
+                    let span = ends.max()! - begin
+                    func runBlock(heads: [Range<Int>]) -> [UInt32] {
+                        var y = [Float](repeating: .nan, count: ends.count * ldy)
+                        var scratch = [Float](repeating: 0, count: max(1, ends.count * span))
+                        kCache.withUnsafeBytes { k in
+                            vCache.withUnsafeBytes { v in
+                                for part in heads {
+                                    rwkvx_attention_queries(q, ldq, ends.count, k.baseAddress, v.baseAddress, dtype,
+                                                            ld, headSize, begin, ends, 0.3, &scratch, &y, ldy,
+                                                            part.lowerBound, part.upperBound)
+                                }
+                            }
+                        }
+                        return (0..<ends.count).flatMap { y[$0 * ldy..<$0 * ldy + nEmbd] }.map(\.bitPattern)
+                    }
+                    func runEachQuery() -> [UInt32] {
+                        var y = [Float](repeating: .nan, count: ends.count * nEmbd)
+                        var scratch = [Float](repeating: 0, count: max(1, nHead * span))
+                        kCache.withUnsafeBytes { k in
+                            vCache.withUnsafeBytes { v in
+                                for (j, end) in ends.enumerated() {
+                                    y.withUnsafeMutableBufferPointer { out in
+                                        rwkvx_attention(Array(q[j * ldq..<j * ldq + nEmbd]), k.baseAddress,
+                                                        v.baseAddress, dtype, ld, headSize, [begin, end], 1, 0.3,
+                                                        &scratch, out.baseAddress! + j * nEmbd, 0, nHead)
+                                    }
+                                }
+                            }
+                        }
+                        return y.map(\.bitPattern)
+                    }
+                    for level in levels {
+                        _ = rwkvx_set_level(level)
+                        let label = "level \(level) dtype \(dtype.rawValue) head size \(headSize) begin \(begin) ends \(ends)"
+                        let reference = runEachQuery()
+                        XCTAssertGreaterThan(Set(reference).count, ends.count * nEmbd / 2, label)
+                        XCTAssertEqual(runBlock(heads: [0..<nHead]), reference, label)
+                        XCTAssertEqual(runBlock(heads: [0..<1, 1..<nHead]), reference, "\(label) head split")
+                    }
+                }
+            }
+        }
+    }
+
     func testExpMatchesExpf() {
         // Dense over the softmax range [-90, 0], then up to the overflow threshold.
         var x = (0...200_000).map { -90 + Float($0) * 0.00045 }

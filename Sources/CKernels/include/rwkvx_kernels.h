@@ -130,6 +130,24 @@ void rwkvx_attention(const float *q, const void *k_cache, const void *v_cache,
                      const size_t *ranges, size_t n_ranges, float scale,
                      float *scratch, float *y, size_t h_begin, size_t h_end);
 
+// Softmax attention of n_query queries that attend row ranges with a common begin,
+// for heads [h_begin, h_end): the causal rows of a prefill.
+// Query j is q + j * ldq (an [n_embd] row), attends cache rows [begin, ends[j]) and
+// writes y + j * ldy for the heads in range. Its result is bit for bit what
+// rwkvx_attention gives for that query alone with the one range {begin, ends[j]},
+// at the same level. Other fields as in rwkvx_attention.
+// A head's K and V rows are read once per tile of queries instead of once per
+// query: tiles of up to 4 queries at the AVX-512 level, of up to 4 (K) and 2 (V)
+// at AVX2, and the whole call at the scalar level.
+// Invariants: ends[j] >= begin, in any order; rows [begin, max_j ends[j]) are all
+// in the cache (a query's score of a row past its own end may be computed and
+// dropped, but no such row enters its softmax or value sum).
+// scratch: at least n_query * (max_j ends[j] - begin) floats, per calling thread.
+void rwkvx_attention_queries(const float *q, size_t ldq, size_t n_query,
+                             const void *k_cache, const void *v_cache, rwkvx_dtype cache_dtype,
+                             size_t ld, size_t head_size, size_t begin, const size_t *ends, float scale,
+                             float *scratch, float *y, size_t ldy, size_t h_begin, size_t h_end);
+
 // y[i] = exp(x[i]) for i in [0, n): expf in the scalar level, a polynomial in the
 // SIMD levels (relative error below 1e-6 where the result is a normal float). The
 // softmax of rwkvx_attention uses the same exp as this function at each level.

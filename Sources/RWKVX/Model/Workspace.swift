@@ -296,6 +296,8 @@ final class Workspace: @unchecked Sendable {
     var callStartRows: [Int] = []
     /// The prefill call each session's rows belong to; nil = the rows are the whole call.
     var pieces: [PrefillPiece?] = []
+    /// The batch rows in attention kernel calls (decode rows alone, prefill rows in blocks).
+    var attentionBlocks: [AttentionBlock] = []
 
     /// Reused containers, kept here so that their storage is reused across calls.
     var tasks: [MatmulTask] = []
