@@ -58,6 +58,23 @@ static inline __attribute__((always_inline)) __m256 load8_partial(rwkvx_dtype dt
     return load8(dt, buffer, 0);
 }
 
+static const float lane_ones[LANES] = {1, 1, 1, 1, 1, 1, 1, 1};
+
+// The up to 8 floats of p[0..count) as a vector, zero past them; and the reverse.
+static inline __attribute__((always_inline)) __m256 load_head(const float *p, size_t count) {
+    return count >= LANES ? _mm256_loadu_ps(p) : load8_partial(RWKVX_DTYPE_F32, p, 0, count);
+}
+
+static inline __attribute__((always_inline)) void store_head(float *p, __m256 v, size_t count) {
+    if (count >= LANES) {
+        _mm256_storeu_ps(p, v);
+        return;
+    }
+    _Alignas(32) float lanes[LANES];
+    _mm256_store_ps(lanes, v);
+    memcpy(p, lanes, count * sizeof(float));
+}
+
 // Horizontal sums of four accumulators, returned as [sum a, sum b, sum c, sum d].
 // The tree is fixed: lane i + lane i+4, then pairs (0+1, 2+3), then their sum.
 // sum1() feeds the same vector four times, so a lone sum has identical rounding.
@@ -259,6 +276,72 @@ static void avx2_dot_rows(rwkvx_dtype dtype, const float *a, const void *m, size
 }
 
 // ---------------------------------------------------------------------------
+// Input-major products (rwkvx_matmul_by_columns): up to 16 output rows in the lanes
+// of two vectors and up to 4 tokens, one FMA chain per output over the columns in
+// order. Rows past `width` read as zero and are not stored.
+
+#define COLUMN_VECTORS 2
+#define COLUMN_TOKENS 4
+
+static inline __attribute__((always_inline)) void by_columns_tile(rwkvx_dtype dt, const char *w, size_t rows,
+                                                                  size_t cols, const float *x, int tokens,
+                                                                  float *y, size_t ldy, size_t r, size_t width) {
+    const size_t esize = rwkvx_element_size(dt);
+    size_t counts[COLUMN_VECTORS];
+    for (int v = 0; v < COLUMN_VECTORS; v++) {
+        const size_t first = (size_t)v * LANES;
+        counts[v] = width > first ? (width - first < LANES ? width - first : LANES) : 0;
+    }
+    __m256 acc[COLUMN_TOKENS][COLUMN_VECTORS];
+    for (int t = 0; t < tokens; t++)
+        for (int v = 0; v < COLUMN_VECTORS; v++) acc[t][v] = _mm256_setzero_ps();
+
+    for (size_t c = 0; c < cols; c++) {
+        const char *column = w + (c * rows + r) * esize;
+        __m256 wv[COLUMN_VECTORS];
+        for (int v = 0; v < COLUMN_VECTORS; v++) {
+            wv[v] = counts[v] == LANES ? load8(dt, column, (size_t)v * LANES)
+                  : counts[v] ? load8_partial(dt, column, (size_t)v * LANES, counts[v]) : _mm256_setzero_ps();
+        }
+        for (int t = 0; t < tokens; t++) {
+            const __m256 xv = _mm256_set1_ps(x[(size_t)t * cols + c]);
+            for (int v = 0; v < COLUMN_VECTORS; v++) acc[t][v] = _mm256_fmadd_ps(xv, wv[v], acc[t][v]);
+        }
+    }
+    for (int t = 0; t < tokens; t++) {
+        for (int v = 0; v < COLUMN_VECTORS; v++) {
+            if (counts[v]) store_head(y + (size_t)t * ldy + r + (size_t)v * LANES, acc[t][v], counts[v]);
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void by_columns_typed(rwkvx_dtype dt, const void *w, size_t rows,
+                                                                   size_t cols, const float *x, size_t n_tok,
+                                                                   float *y, size_t ldy,
+                                                                   size_t row_begin, size_t row_end) {
+    const size_t block = COLUMN_VECTORS * LANES;
+    for (size_t r = row_begin; r < row_end; r += block) {
+        const size_t width = (row_end - r < block) ? row_end - r : block;
+        size_t t = 0;
+        for (; t + COLUMN_TOKENS <= n_tok; t += COLUMN_TOKENS) {
+            by_columns_tile(dt, (const char *)w, rows, cols, x + t * cols, COLUMN_TOKENS, y + t * ldy, ldy, r, width);
+        }
+        for (; t < n_tok; t++) by_columns_tile(dt, (const char *)w, rows, cols, x + t * cols, 1, y + t * ldy, ldy, r, width);
+    }
+}
+
+static void avx2_matmul_by_columns(rwkvx_dtype dtype, const void *w, size_t rows, size_t cols,
+                                   const float *x, size_t n_tok, float *y, size_t ldy,
+                                   size_t row_begin, size_t row_end) {
+    switch (dtype) {
+    case RWKVX_DTYPE_F32: by_columns_typed(RWKVX_DTYPE_F32, w, rows, cols, x, n_tok, y, ldy, row_begin, row_end); break;
+    case RWKVX_DTYPE_F16: by_columns_typed(RWKVX_DTYPE_F16, w, rows, cols, x, n_tok, y, ldy, row_begin, row_end); break;
+    case RWKVX_DTYPE_BF16: by_columns_typed(RWKVX_DTYPE_BF16, w, rows, cols, x, n_tok, y, ldy, row_begin, row_end); break;
+    case RWKVX_DTYPE_I8: by_columns_typed(RWKVX_DTYPE_I8, w, rows, cols, x, n_tok, y, ldy, row_begin, row_end); break;
+    }
+}
+
+// ---------------------------------------------------------------------------
 // WKV-7, vectorised over the key index j; four value rows i share one reduction.
 // A head size that is not a multiple of 8 finishes each row with the scalar
 // formula below, which is the same for every call.
@@ -371,23 +454,6 @@ static void avx2_exp(const float *x, float *y, size_t n) {
 
 // ---------------------------------------------------------------------------
 // Time-mix activations of one head (see rwkvx_tmix_prepare and _finish).
-
-static const float lane_ones[LANES] = {1, 1, 1, 1, 1, 1, 1, 1};
-
-// The up to 8 floats of p[0..count) as a vector, zero past them; and the reverse.
-static inline __attribute__((always_inline)) __m256 load_head(const float *p, size_t count) {
-    return count >= LANES ? _mm256_loadu_ps(p) : load8_partial(RWKVX_DTYPE_F32, p, 0, count);
-}
-
-static inline __attribute__((always_inline)) void store_head(float *p, __m256 v, size_t count) {
-    if (count >= LANES) {
-        _mm256_storeu_ps(p, v);
-        return;
-    }
-    _Alignas(32) float lanes[LANES];
-    _mm256_store_ps(lanes, v);
-    memcpy(p, lanes, count * sizeof(float));
-}
 
 static inline __attribute__((always_inline)) __m256 sigmoid8(__m256 x) {
     const __m256 one = _mm256_set1_ps(1.0f);
@@ -918,6 +984,7 @@ static void avx2_wkv7_seq(size_t head_size, float *state, size_t n_tok, size_t l
 
 const rwkvx_kernel_table rwkvx_avx2_kernels = {
     .matmul = avx2_matmul,
+    .matmul_by_columns = avx2_matmul_by_columns,
     .wkv7_step = avx2_wkv7_step,
     .wkv7_seq = avx2_wkv7_seq,
     .attention = avx2_attention,

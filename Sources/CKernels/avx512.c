@@ -296,6 +296,69 @@ static void avx512_dot_rows(rwkvx_dtype dtype, const float *a, const void *m, si
 }
 
 // ---------------------------------------------------------------------------
+// Input-major products (rwkvx_matmul_by_columns): up to 64 output rows in the lanes
+// of four vectors and up to 4 tokens, one FMA chain per output over the columns in
+// order. Rows past `width` are masked off.
+
+#define COLUMN_VECTORS 4
+#define COLUMN_TOKENS 4
+
+static inline __attribute__((always_inline)) void by_columns_tile(rwkvx_dtype dt, const char *w, size_t rows,
+                                                                  size_t cols, const float *x, int tokens,
+                                                                  float *y, size_t ldy, size_t r, size_t width) {
+    const size_t esize = rwkvx_element_size(dt);
+    __mmask16 masks[COLUMN_VECTORS];
+    for (int v = 0; v < COLUMN_VECTORS; v++) {
+        const size_t first = (size_t)v * LANES;
+        masks[v] = width > first ? tail_mask16(width - first) : 0;
+    }
+    __m512 acc[COLUMN_TOKENS][COLUMN_VECTORS];
+    for (int t = 0; t < tokens; t++)
+        for (int v = 0; v < COLUMN_VECTORS; v++) acc[t][v] = _mm512_setzero_ps();
+
+    for (size_t c = 0; c < cols; c++) {
+        const char *column = w + (c * rows + r) * esize;
+        __m512 wv[COLUMN_VECTORS];
+        for (int v = 0; v < COLUMN_VECTORS; v++) wv[v] = load16_masked(dt, column, (size_t)v * LANES, masks[v]);
+        for (int t = 0; t < tokens; t++) {
+            const __m512 xv = _mm512_set1_ps(x[(size_t)t * cols + c]);
+            for (int v = 0; v < COLUMN_VECTORS; v++) acc[t][v] = _mm512_fmadd_ps(xv, wv[v], acc[t][v]);
+        }
+    }
+    for (int t = 0; t < tokens; t++) {
+        for (int v = 0; v < COLUMN_VECTORS; v++) {
+            _mm512_mask_storeu_ps(y + (size_t)t * ldy + r + (size_t)v * LANES, masks[v], acc[t][v]);
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void by_columns_typed(rwkvx_dtype dt, const void *w, size_t rows,
+                                                                   size_t cols, const float *x, size_t n_tok,
+                                                                   float *y, size_t ldy,
+                                                                   size_t row_begin, size_t row_end) {
+    const size_t block = COLUMN_VECTORS * LANES;
+    for (size_t r = row_begin; r < row_end; r += block) {
+        const size_t width = (row_end - r < block) ? row_end - r : block;
+        size_t t = 0;
+        for (; t + COLUMN_TOKENS <= n_tok; t += COLUMN_TOKENS) {
+            by_columns_tile(dt, (const char *)w, rows, cols, x + t * cols, COLUMN_TOKENS, y + t * ldy, ldy, r, width);
+        }
+        for (; t < n_tok; t++) by_columns_tile(dt, (const char *)w, rows, cols, x + t * cols, 1, y + t * ldy, ldy, r, width);
+    }
+}
+
+static void avx512_matmul_by_columns(rwkvx_dtype dtype, const void *w, size_t rows, size_t cols,
+                                     const float *x, size_t n_tok, float *y, size_t ldy,
+                                     size_t row_begin, size_t row_end) {
+    switch (dtype) {
+    case RWKVX_DTYPE_F32: by_columns_typed(RWKVX_DTYPE_F32, w, rows, cols, x, n_tok, y, ldy, row_begin, row_end); break;
+    case RWKVX_DTYPE_F16: by_columns_typed(RWKVX_DTYPE_F16, w, rows, cols, x, n_tok, y, ldy, row_begin, row_end); break;
+    case RWKVX_DTYPE_BF16: by_columns_typed(RWKVX_DTYPE_BF16, w, rows, cols, x, n_tok, y, ldy, row_begin, row_end); break;
+    case RWKVX_DTYPE_I8: by_columns_typed(RWKVX_DTYPE_I8, w, rows, cols, x, n_tok, y, ldy, row_begin, row_end); break;
+    }
+}
+
+// ---------------------------------------------------------------------------
 // WKV-7, vectorised over the key index j; four value rows i share one reduction.
 
 static inline __attribute__((always_inline)) __mmask16 chunk_mask(size_t n, size_t j) {
@@ -940,6 +1003,7 @@ static void avx512_attention_queries(const float *q, size_t ldq, size_t n_query,
 
 const rwkvx_kernel_table rwkvx_avx512_kernels = {
     .matmul = avx512_matmul,
+    .matmul_by_columns = avx512_matmul_by_columns,
     .wkv7_step = avx512_wkv7_step,
     .wkv7_seq = avx512_wkv7_seq,
     .attention = avx512_attention,

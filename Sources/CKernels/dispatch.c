@@ -69,6 +69,12 @@ void rwkvx_matmul(rwkvx_dtype dtype, const void *w, const float *scales, size_t 
     table()->matmul(dtype, w, scales, rows, cols, x, n_tok, y, ldy, row_begin, row_end);
 }
 
+void rwkvx_matmul_by_columns(rwkvx_dtype dtype, const void *w, size_t rows, size_t cols,
+                             const float *x, size_t n_tok, float *y, size_t ldy,
+                             size_t row_begin, size_t row_end) {
+    table()->matmul_by_columns(dtype, w, rows, cols, x, n_tok, y, ldy, row_begin, row_end);
+}
+
 void rwkvx_wkv7_step(size_t head_size, float *state,
                      const float *r, const float *w, const float *k, const float *v,
                      const float *kk, const float *a, float *y, size_t h_begin, size_t h_end) {

@@ -150,6 +150,8 @@ static inline const char *rwkvx_row_at(rwkvx_row row, size_t esize, size_t c) {
 typedef struct {
     void (*matmul)(rwkvx_dtype, const void *, const float *, size_t, size_t, const float *, size_t,
                    float *, size_t, size_t, size_t);
+    void (*matmul_by_columns)(rwkvx_dtype, const void *, size_t, size_t, const float *, size_t, float *, size_t,
+                              size_t, size_t);
     void (*wkv7_step)(size_t, float *, const float *, const float *, const float *,
                       const float *, const float *, const float *, float *, size_t, size_t);
     void (*attention)(const float *, const void *, const void *, rwkvx_dtype, size_t, size_t,

@@ -45,6 +45,18 @@ static void scalar_matmul(rwkvx_dtype dtype, const void *w, const float *scales,
     }
 }
 
+static void scalar_matmul_by_columns(rwkvx_dtype dtype, const void *w, size_t rows, size_t cols,
+                                    const float *x, size_t n_tok, float *y, size_t ldy,
+                                    size_t row_begin, size_t row_end) {
+    for (size_t t = 0; t < n_tok; t++) {
+        for (size_t r = row_begin; r < row_end; r++) {
+            float acc = 0.0f;
+            for (size_t c = 0; c < cols; c++) acc = fmaf(x[t * cols + c], load_element(dtype, w, c * rows + r), acc);
+            y[t * ldy + r] = acc;
+        }
+    }
+}
+
 static void scalar_dot_rows(rwkvx_dtype dtype, const float *a, const void *m, size_t ld, size_t n,
                             float *out, size_t row_begin, size_t row_end) {
     const rwkvx_matrix matrix = rwkvx_plain_matrix(dtype, m, ld);
@@ -228,6 +240,7 @@ static void scalar_wkv7_seq(size_t head_size, float *state, size_t n_tok, size_t
 
 const rwkvx_kernel_table rwkvx_scalar_kernels = {
     .matmul = scalar_matmul,
+    .matmul_by_columns = scalar_matmul_by_columns,
     .wkv7_step = scalar_wkv7_step,
     .wkv7_seq = scalar_wkv7_seq,
     .attention = scalar_attention,

@@ -113,6 +113,62 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    // Input-major products: every level near the scalar one and near a float64 sum,
+    // and within a level an output does not depend on n_tok or the row range.
+    func testMatmulByColumnsLevelsAndInvariance() {
+        for dtype in [RWKVX_DTYPE_F32, RWKVX_DTYPE_F16, RWKVX_DTYPE_BF16] {
+            for (rows, cols, nTok) in [(768, 64, 9), (77, 32, 5), (13, 3, 1)] {
+                let values = randomFloats(rows * cols, seed: UInt64(90 + rows))
+                let w = encode(values, as: dtype)
+                var exact = [Float](repeating: 0, count: rows * cols)
+                w.withUnsafeBytes { rwkvx_to_f32(dtype, $0.baseAddress, &exact, rows * cols) }
+                let x = randomFloats(nTok * cols, seed: 91)
+
+                func run(_ level: Int32, tokens: Range<Int>, rowRange: Range<Int>) -> [Float] {
+                    _ = rwkvx_set_level(level)
+                    var y = [Float](repeating: .nan, count: nTok * rows)
+                    w.withUnsafeBytes { wp in
+                        y.withUnsafeMutableBufferPointer { yp in
+                            rwkvx_matmul_by_columns(dtype, wp.baseAddress, rows, cols, Array(x[(tokens.lowerBound * cols)...]),
+                                                    tokens.count, yp.baseAddress! + tokens.lowerBound * rows, rows,
+                                                    rowRange.lowerBound, rowRange.upperBound)
+                        }
+                    }
+                    return y
+                }
+                let label = "dtype \(dtype.rawValue) \(rows)x\(cols)"
+                let reference = run(0, tokens: 0..<nTok, rowRange: 0..<rows)
+                for t in 0..<nTok {
+                    for r in 0..<rows {
+                        var sum = 0.0, magnitude = 0.0
+                        for c in 0..<cols {
+                            sum += Double(x[t * cols + c]) * Double(exact[c * rows + r])
+                            magnitude += abs(Double(x[t * cols + c]) * Double(exact[c * rows + r]))
+                        }
+                        XCTAssertLessThanOrEqual(abs(Double(reference[t * rows + r]) - sum), 1e-5 * magnitude + 1e-30,
+                                                 "\(label) scalar token \(t) row \(r)")
+                    }
+                }
+                for level in levels {
+                    let whole = run(level, tokens: 0..<nTok, rowRange: 0..<rows)
+                    XCTAssertLessThanOrEqual(maxRelativeDifference(whole, reference), 1e-5, "\(label) level \(level)")
+                    for t in 0..<nTok {
+                        let single = run(level, tokens: t..<(t + 1), rowRange: 0..<rows)
+                        XCTAssertEqual(Array(single[(t * rows)..<((t + 1) * rows)]),
+                                       Array(whole[(t * rows)..<((t + 1) * rows)]), "\(label) level \(level) token \(t)")
+                    }
+                    let cut = rows / 3
+                    var pieces = run(level, tokens: 0..<nTok, rowRange: 0..<cut)
+                    let rest = run(level, tokens: 0..<nTok, rowRange: cut..<rows)
+                    for t in 0..<nTok {
+                        for r in cut..<rows { pieces[t * rows + r] = rest[t * rows + r] }
+                    }
+                    XCTAssertEqual(pieces, whole, "\(label) level \(level) row split at \(cut)")
+                }
+            }
+        }
+    }
+
     func testThreadPoolMatchesOneThread() {
         let (rows, cols, nTok) = (100, 96, 5)
         let weights = Weights(dtype: RWKVX_DTYPE_BF16, rows: rows, cols: cols, seed: 31)

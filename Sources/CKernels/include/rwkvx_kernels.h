@@ -75,6 +75,18 @@ void rwkvx_matmul(rwkvx_dtype dtype, const void *w, const float *scales, size_t 
                   const float *x, size_t n_tok, float *y, size_t ldy,
                   size_t row_begin, size_t row_end);
 
+// Matrix product with a weight stored input-major, w[c * rows + r] ([cols, rows]
+// row-major, as the x @ W LoRA factors are stored), F32, F16 or BF16:
+//   y[t * ldy + r] = sum_c x[t * cols + c] * w[c][r]
+// for t in [0, n_tok) and r in [row_begin, row_end). An output's products are
+// added one after another in column order: not rwkvx_matmul's order, but the same
+// for any n_tok and row range. Meant for few columns (the LoRA up factors, 32-128),
+// where rwkvx_matmul spends more on its per-output horizontal sums than on the
+// products; here output rows fill the vector lanes and nothing is summed across lanes.
+void rwkvx_matmul_by_columns(rwkvx_dtype dtype, const void *w, size_t rows, size_t cols,
+                             const float *x, size_t n_tok, float *y, size_t ldy,
+                             size_t row_begin, size_t row_end);
+
 // Converts n elements of a stored dtype (F32, F16, BF16) to fp32.
 void rwkvx_to_f32(rwkvx_dtype dtype, const void *src, float *dst, size_t n);
 

@@ -30,6 +30,8 @@ public struct Matrix: @unchecked Sendable {
     public let rows: Int
     public let cols: Int
     public let dtype: rwkvx_dtype
+    /// Stored [cols, rows] for rwkvx_matmul_by_columns instead of packed panels.
+    let inputMajor: Bool
     let data: UnsafeRawPointer
     let scales: UnsafePointer<Float>?
     // Keeps converted storage, or the mapped checkpoint, alive.
@@ -60,10 +62,11 @@ public struct Matrix: @unchecked Sendable {
     }
 
     private init(rows: Int, cols: Int, dtype: rwkvx_dtype, data: UnsafeRawPointer,
-                 scales: UnsafePointer<Float>?, owners: [AnyObject]) {
+                 scales: UnsafePointer<Float>?, owners: [AnyObject], inputMajor: Bool = false) {
         self.rows = rows
         self.cols = cols
         self.dtype = dtype
+        self.inputMajor = inputMajor
         self.data = data
         self.scales = scales
         self.owners = owners
@@ -119,11 +122,35 @@ public struct Matrix: @unchecked Sendable {
         return Matrix(rows: outer, cols: inner, float32: t)
     }
 
+    /// Keeps a [in, out] tensor used as x @ W as it is stored, for
+    /// rwkvx_matmul_by_columns: the LoRA up factors, whose few input columns make
+    /// the packed kernels spend more on horizontal sums than on products. fp16 and
+    /// bf16 stay as stored unless `keepHalf` is false; fp32 otherwise.
+    static func inputMajor(_ view: TensorView, keepHalf: Bool = true) -> Matrix {
+        precondition(view.shape.count == 2)
+        let inner = view.shape[0], outer = view.shape[1]
+        let half = keepHalf && (view.dtype == .bfloat16 || view.dtype == .float16) && view.isContiguous
+        let dtype = half ? view.dtype.kernelDType : RWKVX_DTYPE_F32
+        let bytes = inner * outer * (half ? 2 : 4)
+        let buffer = OwnedBuffer(byteCount: bytes)
+        if half {
+            buffer.pointer.copyMemory(from: view.base, byteCount: bytes)
+        } else {
+            view.toFloat32().withUnsafeBytes { buffer.pointer.copyMemory(from: $0.baseAddress!, byteCount: bytes) }
+        }
+        return Matrix(rows: outer, cols: inner, dtype: dtype, data: UnsafeRawPointer(buffer.pointer), scales: nil,
+                      owners: [buffer], inputMajor: true)
+    }
+
     /// y[t][r] = sum_c W[r][c] x[t][c] for rows in `rowRange`; x: [nTok, cols], y: [nTok, rows].
     /// Float dtypes only: int8 matrices run through rwkvx_matmul_q8 (see prepareMatmuls).
     func apply(_ x: UnsafePointer<Float>, nTok: Int, into y: UnsafeMutablePointer<Float>,
                rows rowRange: Range<Int>) {
         precondition(dtype != RWKVX_DTYPE_I8, "int8 matrices need quantised inputs (prepareMatmuls)")
-        rwkvx_matmul(dtype, data, scales, rows, cols, x, nTok, y, rows, rowRange.lowerBound, rowRange.upperBound)
+        if inputMajor {
+            rwkvx_matmul_by_columns(dtype, data, rows, cols, x, nTok, y, rows, rowRange.lowerBound, rowRange.upperBound)
+        } else {
+            rwkvx_matmul(dtype, data, scales, rows, cols, x, nTok, y, rows, rowRange.lowerBound, rowRange.upperBound)
+        }
     }
 }

@@ -35,6 +35,12 @@ struct WeightReader {
     func lora(_ name: String, in inputs: Int, out: Int) throws -> Matrix {
         Matrix.transposed(try view(name, shape: [inputs, out]), keepBF16: format != .float32)
     }
+
+    /// A LoRA up factor (rank to n_embd) kept [in, out] as stored, for
+    /// rwkvx_matmul_by_columns; half precision stays as stored except with --dtype fp32.
+    func loraUp(_ name: String, in inputs: Int, out: Int) throws -> Matrix {
+        Matrix.inputMajor(try view(name, shape: [inputs, out]), keepHalf: format != .float32)
+    }
 }
 
 /// A per-channel fp32 weight vector in owned, 64-byte aligned memory, so hot loops
@@ -103,11 +109,11 @@ struct TimeMixWeights: Sendable {
         w0 = try reader.vector(prefix + "w0", c)
         a0 = try reader.vector(prefix + "a0", c)
         w1 = try reader.lora(prefix + "w1", in: c, out: config.loraDecay)
-        w2 = try reader.lora(prefix + "w2", in: config.loraDecay, out: c)
+        w2 = try reader.loraUp(prefix + "w2", in: config.loraDecay, out: c)
         a1 = try reader.lora(prefix + "a1", in: c, out: config.loraA)
-        a2 = try reader.lora(prefix + "a2", in: config.loraA, out: c)
+        a2 = try reader.loraUp(prefix + "a2", in: config.loraA, out: c)
         g1 = try reader.lora(prefix + "g1", in: c, out: config.loraGate)
-        g2 = try reader.lora(prefix + "g2", in: config.loraGate, out: c)
+        g2 = try reader.loraUp(prefix + "g2", in: config.loraGate, out: c)
         if layer == 0 {
             v0 = nil
             v1 = nil
@@ -115,7 +121,7 @@ struct TimeMixWeights: Sendable {
         } else {
             v0 = try reader.vector(prefix + "v0", c)
             v1 = try reader.lora(prefix + "v1", in: c, out: config.loraValue)
-            v2 = try reader.lora(prefix + "v2", in: config.loraValue, out: c)
+            v2 = try reader.loraUp(prefix + "v2", in: config.loraValue, out: c)
         }
         kK = try reader.vector(prefix + "k_k", c)
         kA = try reader.vector(prefix + "k_a", c)
