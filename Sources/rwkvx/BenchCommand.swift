@@ -8,9 +8,9 @@
 // untimed warm-up, with min and max.
 //
 // A shared VM's read bandwidth moves by up to 2x within seconds (other tenants),
-// so a decode run is held against a read probe taken just before it, not against
-// the probe at start: the "% of read bandwidth" of a decode test is the median of
-// those per-run ratios.
+// so a decode run is held against the mean of read probes taken just before and
+// just after it, not against the probe at start: the "% of read bandwidth" of a
+// decode test is the median of those per-run ratios.
 //
 // Left out: perplexity or any accuracy figure (random weights generate noise).
 import CKernels
@@ -288,19 +288,20 @@ private func timedRuns(_ repeats: Int, _ body: () throws -> Void) rethrows -> [D
     return runs
 }
 
-/// As timedRuns, with a read probe (best of 2 passes, bytes/s) just before each timed run.
+/// As timedRuns, with read probes (best of 2 passes, bytes/s) between the timed
+/// runs; a run's bound is the mean of the probes just before and just after it.
 private func probedRuns(_ repeats: Int, probe: ReadProbe,
                         _ body: () throws -> Void) rethrows -> (seconds: [Double], readBps: [Double]) {
     try body()
-    var runs: [Double] = [], reads: [Double] = []
+    var runs: [Double] = [], probes: [Double] = [probe.measure(passes: 2)]
     for _ in 0..<repeats {
-        reads.append(probe.measure(passes: 2))
         runs.append(try seconds(body))
+        probes.append(probe.measure(passes: 2))
     }
-    return (runs, reads)
+    return (runs, (0..<repeats).map { (probes[$0] + probes[$0 + 1]) / 2 })
 }
 
-/// Median over runs of the bytes/s a run moved against the probe taken before it.
+/// Median over runs of the bytes/s a run moved against the probes around it.
 private func bandwidthFraction(_ runs: (seconds: [Double], readBps: [Double]), bytesPerRun: [Double]) -> Double {
     Summary(zip(bytesPerRun, zip(runs.seconds, runs.readBps)).map { $0 / $1.0 / $1.1 }).median
 }
@@ -498,7 +499,7 @@ private func formatReport(_ report: BenchReport, settings: BenchSettings, contex
     }
     out += "runs      median of \(settings.repeats) timed runs after 1 warm-up, with min-max\n"
     if !contextMode {
-        out += "bound     each decode run against a read probe (best of 2) just before it; % is the median per-run ratio\n"
+        out += "bound     each decode run against the mean of read probes (best of 2) just before and after it; % is the median per-run ratio\n"
     }
     out += "\n"
 
