@@ -11,10 +11,20 @@
 # Idempotent: it reuses the built binary and the checkpoint, and stops a cluster
 # left over from an earlier run of this script first.
 set -euo pipefail
+# A MODEL given relative to the caller's directory must survive the cd below.
+given_model="${1:-}"
+if [ -n "$given_model" ] && [ "${given_model#/}" = "$given_model" ]; then
+    given_model="$PWD/$given_model"
+fi
 cd "$(dirname "$0")/.."
+
+if [ -n "$given_model" ] && [ ! -f "$given_model" ]; then
+    echo "demo: model $given_model not found; pass a .pth or .safetensors checkpoint, or no argument for a random one" >&2
+    exit 1
+fi
 source scripts/setup.sh
 
-model="${1:-models/rwkvx-random-0.2b.pth}"
+model="${given_model:-models/rwkvx-random-0.2b.pth}"
 prompt="${2:-The RWKV-X architecture combines recurrent blocks with sparse attention because}"
 workers="${WORKERS:-2}"
 max_tokens="${MAX_TOKENS:-100}"
@@ -26,10 +36,6 @@ swift build -c release >&2
 bin="$(swift build -c release --show-bin-path)/rwkvx"
 
 if [ ! -f "$model" ]; then
-    if [ "$#" -ge 1 ]; then
-        echo "demo: model $model not found" >&2
-        exit 1
-    fi
     echo "== no model given: writing a RANDOM checkpoint to $model (it will generate noise, not text)" >&2
     mkdir -p "$(dirname "$model")"
     "$bin" init-checkpoint --layers 12 --sparse-layers 4 --embd 768 --vocab 65536 --dtype bf16 --seed 1 --out "$model"

@@ -1,6 +1,7 @@
 // Run-time choice of the kernel level by CPU features, and the public entry points.
 #include <stdlib.h>
 #include <strings.h>
+#include <stdio.h>
 #include "internal.h"
 
 static int detected_level = -1;
@@ -26,6 +27,7 @@ static int level_from_env(int detected) {
     if (strcasecmp(name, "scalar") == 0) wanted = RWKVX_LEVEL_SCALAR;
     else if (strcasecmp(name, "avx2") == 0) wanted = RWKVX_LEVEL_AVX2;
     else if (strcasecmp(name, "avx512") == 0) wanted = RWKVX_LEVEL_AVX512;
+    else fprintf(stderr, "rwkvx: ignoring invalid RWKVX_KERNEL_LEVEL=%s: expected scalar, avx2 or avx512\n", name);
     return wanted < detected ? wanted : detected;
 }
 

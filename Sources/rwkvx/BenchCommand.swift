@@ -86,7 +86,7 @@ struct ThroughputResult: Encodable {
     /// Median over the timed runs of (run GB/s) / (read probe just before the run).
     var bandwidthFraction: Double?
     /// Those read probes, GB/s.
-    var adjacentReadGBps: Summary?
+    var probeReadGBps: Summary?
     var gflops: Double?
     var fmaPeakFraction: Double?
 }
@@ -125,9 +125,16 @@ private func runBench(_ args: Arguments) throws {
     }
     guard settings.genTokens >= 1 else { throw UsageError(message: "invalid --gen-tokens \(settings.genTokens): must be at least 1") }
     guard settings.repeats >= 1 else { throw UsageError(message: "invalid --repeat \(settings.repeats): must be at least 1") }
-    let contexts = try args.intList("context") ?? []
+    let contextList = try args.intList("context")
+    if let list = contextList, list.isEmpty {
+        throw UsageError(message: "invalid --context: expected comma-separated lengths such as 1000,16000,64000")
+    }
+    let contexts = contextList ?? []
     if let bad = contexts.first(where: { $0 < 1 }) {
         throw UsageError(message: "invalid --context length \(bad): must be at least 1")
+    }
+    if args.has("kv-cache-dtype") && contexts.isEmpty {
+        throw UsageError(message: "--kv-cache-dtype applies to --context runs only; add --context LIST or drop it")
     }
     let cacheDTypes = try SharedOptions.kvCacheDType(args).map { [$0] } ?? KVCacheDType.allCases
 
@@ -371,7 +378,7 @@ private func measureThroughput(model: Model, settings: BenchSettings, machine: M
     results.append(ThroughputResult(
         test: "decode batch 1", tokensPerSecond: decodeRate, gbPerSecond: medianGBps(decodeRuns.seconds, bytes: decodeBytes),
         bandwidthFraction: bandwidthFraction(decodeRuns, bytesPerRun: decodeBytes),
-        adjacentReadGBps: Summary(decodeRuns.readBps).scaled(1e-9)))
+        probeReadGBps: Summary(decodeRuns.readBps).scaled(1e-9)))
 
     // Decode at batch B: B sessions, one forwardBatch pass over the weights per step.
     if settings.batch > 1 {
@@ -397,7 +404,7 @@ private func measureThroughput(model: Model, settings: BenchSettings, machine: M
         results.append(ThroughputResult(
             test: "decode batch \(b)", tokensPerSecond: batchRate, gbPerSecond: medianGBps(batchRuns.seconds, bytes: batchBytes),
             bandwidthFraction: bandwidthFraction(batchRuns, bytesPerRun: batchBytes),
-            adjacentReadGBps: Summary(batchRuns.readBps).scaled(1e-9), gflops: batchGFLOPs,
+            probeReadGBps: Summary(batchRuns.readBps).scaled(1e-9), gflops: batchGFLOPs,
             fmaPeakFraction: batchGFLOPs / machine.fmaPeakGFLOPs))
     }
     return results
@@ -510,7 +517,7 @@ private func formatReport(_ report: BenchReport, settings: BenchSettings, contex
         for r in report.results {
             out += "| \(r.test) | " + String(format: "%.1f", r.tokensPerSecond.median)
                 + " | " + String(format: "%.1f-%.1f", r.tokensPerSecond.min, r.tokensPerSecond.max)
-                + " | " + cell(r.gbPerSecond, "%.1f") + " | " + cell(r.adjacentReadGBps?.median, "%.1f")
+                + " | " + cell(r.gbPerSecond, "%.1f") + " | " + cell(r.probeReadGBps?.median, "%.1f")
                 + " | " + cell(r.bandwidthFraction.map { $0 * 100 }, "%.0f%%")
                 + " | " + cell(r.gflops, "%.1f") + " | " + cell(r.fmaPeakFraction.map { $0 * 100 }, "%.0f%%") + " |\n"
         }
@@ -522,7 +529,7 @@ private func formatReport(_ report: BenchReport, settings: BenchSettings, contex
         let defaults = AttentionOptions()
         out += "KV caches filled with synthetic rows (no prefill); \(settings.genTokens) decoded tokens per run\n"
         out += "compression on: max_kv_cache \(defaults.maxKVCacheSize), window \(defaults.kvCacheWindowSize), min \(defaults.minKVCacheSize); the cache holds the rows a token-by-token decode would leave\n"
-        out += "VmRSS includes the memory-mapped weights; each configuration's state is freed before the next\n\n"
+        out += "VmRSS includes the packed weights and the embedding rows read so far; each configuration's state is freed before the next\n\n"
         out += "| compression | KV cache | context | cache rows | ms/token | min-max | VmRSS MiB |\n|---|---|---|---|---|---|---|\n"
         for r in report.contexts {
             out += "| \(r.compression ? "on" : "off") | \(r.kvCacheDType) | \(r.context) | \(r.cacheRows) | "

@@ -59,6 +59,19 @@ final class FastPathTests: XCTestCase {
         }
     }
 
+    /// A batch larger than one pass takes (Stage.maxSessionsPerPass) runs in parts and
+    /// still gives each session its alone result; the sessions of the second part
+    /// include a multi-token prefill.
+    func testBatchLargerThanOnePass() throws {
+        let model = try Model(path: rwkvx, options: smallWindow(), pool: ThreadPool(threadCount: 2))
+        let count = Stage.maxSessionsPerPass + 3
+        var prompts = (0..<count).map { [tokens[$0 % tokens.count]] }
+        prompts[count - 2] = Array(tokens[3..<9])
+        let run = try AloneAndBatched(stage: model.stage, prompts: prompts)
+        XCTAssertEqual(run.batchedRows, run.aloneRows)
+        XCTAssertEqual(run.batchedStates, run.aloneStates)
+    }
+
     /// int8 weights (and block-quantised int8 activations) against fp32 on every
     /// reference scenario: max and mean |logit diff| and argmax agreement, printed.
     func testInt8AccuracyCostIsBounded() throws {

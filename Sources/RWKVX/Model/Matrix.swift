@@ -48,17 +48,17 @@ public struct Matrix: @unchecked Sendable {
         return rows * cols * element + (scales == nil ? 0 : rows * 4)
     }
 
-    /// Packs a [rows, cols] tensor kept as stored, or converts it to `format`.
-    /// When `owner` is the checkpoint, the pages of a packed tensor are released.
+    /// Packs a [rows, cols] tensor kept as stored, or converts it to `format`. When
+    /// `owner` is the checkpoint, the tensor's pages are released afterwards.
     init(_ view: TensorView, keepAlive owner: AnyObject, format: WeightFormat = .stored) {
         precondition(view.shape.count == 2, "Matrix needs a 2-D tensor, got \(view.shape) for \(view.name)")
         if format == .stored && view.isContiguous {
             self.init(rows: view.shape[0], cols: view.shape[1], packing: view.dtype.kernelDType, rowMajor: view.base)
-            (owner as? Checkpoint)?.releasePages(of: view)
         } else {
             self.init(rows: view.shape[0], cols: view.shape[1], float32: view.toFloat32(),
                       format: format == .int8 ? .int8 : .float32)
         }
+        (owner as? Checkpoint)?.releasePages(of: view)
     }
 
     private init(rows: Int, cols: Int, dtype: rwkvx_dtype, data: UnsafeRawPointer,

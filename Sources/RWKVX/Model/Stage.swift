@@ -149,6 +149,10 @@ public final class Stage: @unchecked Sendable {
         if runsFirstBlock && vFirst.count != x.count {
             vFirst = [Float](repeating: 0, count: x.count)
         }
+        if tokenCounts.count > Stage.maxSessionsPerPass {
+            forwardInParts(&x, vFirst: &vFirst, tokenCounts: tokenCounts, states: &states, pieces: pieces)
+            return
+        }
         precondition(vFirst.count == x.count || !blocks.contains { if case .rwkv = $0 { return true } else { return false } },
                      "vFirst must hold the [rows, C] output of RWKV block 0 (from an earlier stage)")
 
@@ -168,6 +172,33 @@ public final class Stage: @unchecked Sendable {
                     }
                 }
             }
+        }
+    }
+
+    /// Sessions run in one pass at most. Pinning a block's states nests three closures
+    /// per session (withPinnedStates), so a pass over thousands of sessions would
+    /// overflow the stack; larger batches run as consecutive passes, which changes
+    /// no result because each session's rows are computed independently.
+    public static let maxSessionsPerPass = 512
+
+    private func forwardInParts(_ x: inout [Float], vFirst: inout [Float], tokenCounts: [Int],
+                                states: inout [SessionState], pieces: [PrefillPiece?]) {
+        let c = config.nEmbd
+        var firstSession = 0, firstRow = 0
+        while firstSession < tokenCounts.count {
+            let sessions = firstSession..<min(firstSession + Stage.maxSessionsPerPass, tokenCounts.count)
+            let counts = Array(tokenCounts[sessions])
+            let values = (firstRow * c)..<((firstRow + counts.reduce(0, +)) * c)
+            var partX = Array(x[values])
+            var partVFirst = vFirst.count == x.count ? Array(vFirst[values]) : []
+            var partStates = Array(states[sessions])
+            forwardBatch(&partX, vFirst: &partVFirst, tokenCounts: counts, states: &partStates,
+                         pieces: Array(pieces[sessions]))
+            x.replaceSubrange(values, with: partX)
+            if vFirst.count == x.count { vFirst.replaceSubrange(values, with: partVFirst) }
+            states.replaceSubrange(sessions, with: partStates)
+            firstSession = sessions.upperBound
+            firstRow += counts.reduce(0, +)
         }
     }
 
