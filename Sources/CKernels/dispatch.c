@@ -108,6 +108,30 @@ void rwkvx_exp(const float *x, float *y, size_t n) {
     table()->exp(x, y, n);
 }
 
+// Both go through rwkvx_exp in blocks of a stack buffer; the element-wise loops
+// around it are left to the compiler.
+#define ACTIVATION_BLOCK 256
+
+void rwkvx_sigmoid(const float *x, float *y, size_t n) {
+    float e[ACTIVATION_BLOCK];
+    for (size_t i = 0; i < n; i += ACTIVATION_BLOCK) {
+        const size_t m = (n - i < ACTIVATION_BLOCK) ? n - i : ACTIVATION_BLOCK;
+        for (size_t j = 0; j < m; j++) e[j] = -x[i + j];
+        rwkvx_exp(e, e, m);
+        for (size_t j = 0; j < m; j++) y[i + j] = 1.0f / (1.0f + e[j]);
+    }
+}
+
+void rwkvx_tanh(const float *x, float *y, size_t n) {
+    float e[ACTIVATION_BLOCK];
+    for (size_t i = 0; i < n; i += ACTIVATION_BLOCK) {
+        const size_t m = (n - i < ACTIVATION_BLOCK) ? n - i : ACTIVATION_BLOCK;
+        for (size_t j = 0; j < m; j++) e[j] = 2.0f * x[i + j];
+        rwkvx_exp(e, e, m);
+        for (size_t j = 0; j < m; j++) y[i + j] = 1.0f - 2.0f / (e[j] + 1.0f);
+    }
+}
+
 void rwkvx_wkv7_seq(size_t head_size, float *state, size_t n_tok, size_t ld,
                     const float *r, const float *w, const float *k, const float *v,
                     const float *kk, const float *a, float *y) {

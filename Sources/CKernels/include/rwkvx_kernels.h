@@ -165,6 +165,11 @@ void rwkvx_attention_queries(const float *q, size_t ldq, size_t n_query,
 // softmax of rwkvx_attention uses the same exp as this function at each level.
 void rwkvx_exp(const float *x, float *y, size_t n);
 
+// y[i] = 1 / (1 + exp(-x[i])) and y[i] = tanh(x[i]) = 1 - 2 / (exp(2 x[i]) + 1) for i
+// in [0, n), with rwkvx_exp (so a polynomial exp at the SIMD levels). x may equal y.
+void rwkvx_sigmoid(const float *x, float *y, size_t n);
+void rwkvx_tanh(const float *x, float *y, size_t n);
+
 // Dot products of one fp32 vector with rows of a matrix:
 // out[r - row_begin] = sum_c a[c] * m[r * ld + c] for c in [0, n), r in [row_begin, row_end).
 void rwkvx_dot_rows(rwkvx_dtype dtype, const float *a, const void *m, size_t ld, size_t n,

@@ -108,12 +108,12 @@ struct MatmulTask {
         case .tanh:
             for t in 0..<nTok {
                 let out = y + t * ld + first
-                for i in 0..<width { out[i] = Foundation.tanh(out[i]) }
+                rwkvx_tanh(out, out, width)
             }
         case .sigmoid:
             for t in 0..<nTok {
                 let out = y + t * ld + first
-                for i in 0..<width { out[i] = Ops.sigmoid(out[i]) }
+                rwkvx_sigmoid(out, out, width)
             }
         case .reluSquared:
             for t in 0..<nTok {
