@@ -368,3 +368,33 @@ final class SamplerTests: XCTestCase {
         XCTAssertEqual(checker.check(token: 0, bytes: []), StopCheckResult(output: Array("\nU".utf8), withheldByteCount: 0, stop: .token(0)))
     }
 }
+
+/// Logits that turn NaN after `finiteSteps` steps, as from damaged weights.
+private struct DamagedStepper: TokenStepper {
+    var steps = 0
+    let finiteSteps: Int
+
+    mutating func step(_ tokens: [Int]) throws -> [Float] {
+        steps += 1
+        var logits = [Float](repeating: 0, count: 65536)
+        logits[300] = 5
+        if steps > finiteSteps { logits[7] = .nan }
+        return logits
+    }
+}
+
+final class NonFiniteLogitsTests: XCTestCase {
+    func testGenerationStopsOnNaNLogits() throws {
+        let tokenizer = try WorldTokenizer.bundled()
+        var options = SamplingOptions()
+        options.maxTokens = 10
+        options.temperature = 0
+        var session = DamagedStepper(finiteSteps: 3)
+        var emitted = ""
+        XCTAssertThrowsError(try generateText(session: &session, tokenizer: tokenizer, prompt: "Hello", options: options,
+                                              emit: { emitted += $0 })) { error in
+            XCTAssertEqual(error as? GenerationError, .nonFiniteLogits(generated: 3))
+        }
+        XCTAssertEqual(session.steps, 4)
+    }
+}

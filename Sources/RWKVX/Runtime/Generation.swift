@@ -39,12 +39,17 @@ public struct LocalSession: TokenStepper {
     }
 }
 
-public enum GenerationError: Error, CustomStringConvertible {
+public enum GenerationError: Error, CustomStringConvertible, Equatable {
     case emptyPrompt
+    /// The model's logits after `generated` generated tokens contain NaN or an infinity.
+    case nonFiniteLogits(generated: Int)
 
     public var description: String {
         switch self {
         case .emptyPrompt: return "the prompt is empty; pass some text with --prompt"
+        case .nonFiniteLogits(let generated):
+            return "the model produced NaN or infinite logits after \(generated) generated tokens; "
+                + "the checkpoint's weights are probably damaged (check the file, or its source)"
         }
     }
 }
@@ -79,6 +84,10 @@ public func generateText<S: TokenStepper>(session: inout S, tokenizer: WorldToke
     // sample, show, decode
     let decodeStart = Date()
     while stats.generatedTokens < options.maxTokens {
+        // NaN logits would make every comparison false and quietly pick token 0.
+        if logits.contains(where: { !$0.isFinite }) {
+            throw GenerationError.nonFiniteLogits(generated: stats.generatedTokens)
+        }
         let token = sampler.sample(logits: &logits)
         let bytes = tokenizer.tokenBytes(token) ?? []
         let check = stopChecker.check(token: token, bytes: bytes)
