@@ -363,7 +363,7 @@ final class CheckpointErrorTests: CheckpointTestCase {
         assertCheckpointError(try Checkpoint.open(path: empty), "empty file") { $0 == .unknownFormat(path: empty) }
 
         assertCheckpointError(try Checkpoint.open(path: directory), "directory") {
-            if case .ioFailed(self.directory, _, _) = $0 { return true } else { return false }
+            $0 == .notRegularFile(path: self.directory)
         }
     }
 

@@ -25,6 +25,18 @@ final class ModelLoadErrorTests: XCTestCase {
         return path
     }
 
+    /// A pipe, a device or a directory fails at once with its own error; opening a
+    /// pipe with no writer would otherwise wait forever.
+    func testNonRegularFilesAreRejected() throws {
+        let pipe = directory + "/pipe.pth"
+        XCTAssertEqual(mkfifo(pipe, 0o600), 0)
+        for path in [pipe, "/dev/null", directory] {
+            XCTAssertThrowsError(try Checkpoint.open(path: path)) { error in
+                XCTAssertEqual(error as? CheckpointError, .notRegularFile(path: path))
+            }
+        }
+    }
+
     func testMissingTensorIsNamed() throws {
         let path = try rewrittenFixture("missing.pth") { $0.filter { $0.name != "rwkv.blocks.2.att.k_k" } }
         XCTAssertThrowsError(try Model(path: path)) { error in

@@ -23,6 +23,12 @@ public final class MappedFile: @unchecked Sendable {
     public init(path: String) throws {
         self.path = path
 
+        // Checked before open, which would wait forever on a pipe with no writer.
+        var pathInfo = stat()
+        if stat(path, &pathInfo) == 0 && (pathInfo.st_mode & S_IFMT) != S_IFREG {
+            throw CheckpointError.notRegularFile(path: path)
+        }
+
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 {
             let code = errno
@@ -37,7 +43,7 @@ public final class MappedFile: @unchecked Sendable {
             throw CheckpointError.ioFailed(path: path, function: "fstat", errno: errno)
         }
         if (info.st_mode & S_IFMT) != S_IFREG {
-            throw CheckpointError.ioFailed(path: path, function: "open", errno: EISDIR)
+            throw CheckpointError.notRegularFile(path: path)
         }
 
         let length = Int(info.st_size)

@@ -98,6 +98,8 @@ public struct TensorView: @unchecked Sendable {
 /// there is one, the tensor.
 public enum CheckpointError: Error, CustomStringConvertible, Equatable {
     case fileNotFound(path: String)
+    /// A directory, device or pipe where a checkpoint file was expected.
+    case notRegularFile(path: String)
     case ioFailed(path: String, function: String, errno: Int32)
     case unknownFormat(path: String)
     case truncated(path: String, detail: String)
@@ -118,6 +120,8 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
         switch self {
         case .fileNotFound(let path):
             return "checkpoint not found: \(path); pass the path of a .pth or .safetensors file"
+        case .notRegularFile(let path):
+            return "\(path) is not a regular file (a directory, device or pipe); pass a .pth or .safetensors checkpoint"
         case .ioFailed(let path, let function, let errno):
             return "\(function) failed on \(path): \(String(cString: strerror(errno))) (errno \(errno))"
         case .unknownFormat(let path):

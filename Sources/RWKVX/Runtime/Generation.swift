@@ -41,7 +41,7 @@ public struct LocalSession: TokenStepper {
 
 public enum GenerationError: Error, CustomStringConvertible, Equatable {
     case emptyPrompt
-    /// The model's logits after `generated` generated tokens contain NaN or an infinity.
+    /// NaN or infinite logits after `generated` generated tokens.
     case nonFiniteLogits(generated: Int)
 
     public var description: String {
