@@ -65,11 +65,9 @@ public final class MappedFile: @unchecked Sendable {
         }
     }
 
-    /// Drops this process's mapping of the whole pages inside [pointer, pointer + count)
-    /// that belong to the file, for bytes read once and kept elsewhere (weights packed
-    /// at load). The pages stay in the page cache, and touching them again reads them
-    /// back, so this never changes what the mapping contains. Ranges outside the
-    /// mapping are ignored.
+    /// Unmaps from this process the whole file pages in [pointer, pointer + count), for
+    /// bytes copied elsewhere at load; a later read faults them back in from the page
+    /// cache, so the contents never change. Ranges outside the mapping are ignored.
     func release(_ pointer: UnsafeRawPointer, count: Int) {
         guard let base = bytes.baseAddress, count > 0 else { return }
         let start = Int(bitPattern: pointer), end = start + count
