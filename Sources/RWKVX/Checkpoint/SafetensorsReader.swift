@@ -42,7 +42,8 @@ enum SafetensorsReader {
         var metadata: [String: String] = [:]
         var tensors: [String: IndexedTensor] = [:]
         var ranges: [(begin: Int, end: Int, name: String)] = []
-        for (name, value) in header {
+        // In name order, so a damaged file gives the same error on every run.
+        for (name, value) in header.sorted(by: { $0.key < $1.key }) {
             if name == "__metadata__" {
                 guard let map = value as? [String: String] else {
                     throw corrupt("__metadata__ is not a map of strings to strings")
