@@ -313,14 +313,12 @@ private func bandwidthFraction(_ runs: (seconds: [Double], readBps: [Double]), b
     Summary(zip(bytesPerRun, zip(runs.seconds, runs.readBps)).map { $0 / $1.0 / $1.1 }).median
 }
 
-/// Bytes of K and V cache rows the sparse layers read to decode one token with
-/// `cached` rows in each cache: the rows the decode attends (every row up to
-/// chunk_size * top_k, then the top-k chunks and the incomplete tail) and the new
-/// one. Exact below the compression limit, which the throughput tests stay under.
+/// Returns the bytes of K and V rows the sparse layers read to decode one token with
+/// `cached` rows in each cache. This is exact below the compression limit, which
+/// the throughput tests stay under.
 private func kvBytesPerToken(cached: Int, config: ModelConfig, options: AttentionOptions) -> Double {
     guard config.nSparseLayer > 0 else { return 0 }
-    let attended = cached <= options.windowSize || options.mode == .full
-        ? cached + 1 : options.topK * options.chunkSize + cached % options.chunkSize + 1
+    let attended = options.decodeAttendedRows(cachedRows: cached)
     let elementBytes = options.kvCacheDType == .fp16 ? 2 : 4
     return Double(config.nSparseLayer * attended * config.nEmbd * 2 * elementBytes)
 }

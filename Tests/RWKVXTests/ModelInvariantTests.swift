@@ -155,4 +155,16 @@ final class ModelInvariantTests: XCTestCase {
             XCTAssertEqual(merged, wholeState.slice(whole.blocks), "cuts \(cuts)")
         }
     }
+
+    /// Rows a decode attends: the whole cache up to chunk_size * top_k (6144 by
+    /// default) or in full mode, then the top-k chunks, the tail and the new row.
+    func testDecodeAttendedRows() {
+        var options = AttentionOptions()
+        XCTAssertEqual(options.decodeAttendedRows(cachedRows: 1000), 1001)
+        XCTAssertEqual(options.decodeAttendedRows(cachedRows: 6144), 6145)
+        XCTAssertEqual(options.decodeAttendedRows(cachedRows: 16000), 7809)
+        XCTAssertEqual(options.decodeAttendedRows(cachedRows: 64000), 6657)
+        options.mode = .full
+        XCTAssertEqual(options.decodeAttendedRows(cachedRows: 64000), 64001)
+    }
 }

@@ -48,6 +48,18 @@ public struct AttentionOptions: Sendable, Codable, Equatable {
     /// Tokens a sequence can span and still get full attention (chunk_size * top_k).
     public var windowSize: Int { chunkSize * topK }
 
+    /// Whether a decode over `cachedRows` cached rows attends every row rather than
+    /// the top-k chunks and the tail.
+    public func decodeAttendsWholeCache(cachedRows: Int) -> Bool {
+        cachedRows <= windowSize || mode == .full
+    }
+
+    /// Cache rows a decode attends with `cachedRows` rows cached, the new row included.
+    public func decodeAttendedRows(cachedRows: Int) -> Int {
+        if decodeAttendsWholeCache(cachedRows: cachedRows) { return cachedRows + 1 }
+        return topK * chunkSize + cachedRows % chunkSize + 1
+    }
+
     public func validate() throws {
         func fail(_ message: String) -> ConfigurationError { ConfigurationError(message: message) }
         if chunkSize < 1 { throw fail("invalid chunk size \(chunkSize) (--attn-chunk-size, moba_chunk_size): must be at least 1") }

@@ -106,7 +106,7 @@ private func planDecode(session s: Int, row t: Int, state: inout SparseLayerStat
     let ct = state.rows(nEmbd: c)
 
     ws.attentionRanges[s].removeAll(keepingCapacity: true)
-    if ct <= options.windowSize || options.mode == .full {
+    if options.decodeAttendsWholeCache(cachedRows: ct) {
         // every cached row plus the current token
         ws.attentionRanges[s] += [0, ct + 1]
     } else {
