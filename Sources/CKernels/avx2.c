@@ -60,11 +60,18 @@ static inline __attribute__((always_inline)) __m256 load8_partial(rwkvx_dtype dt
 
 static const float lane_ones[LANES] = {1, 1, 1, 1, 1, 1, 1, 1};
 
-// The up to 8 floats of p[0..count) as a vector, zero past them; and the reverse.
-static inline __attribute__((always_inline)) __m256 load_head(const float *p, size_t count) {
-    return count >= LANES ? _mm256_loadu_ps(p) : load8_partial(RWKVX_DTYPE_F32, p, 0, count);
+// Loads 8 elements of base[i...] as fp32, or only the first `count` (< 8) of them.
+static inline __attribute__((always_inline)) __m256 load8_upto(rwkvx_dtype dt, const void *base, size_t i,
+                                                               size_t count) {
+    return count >= LANES ? load8(dt, base, i) : load8_partial(dt, base, i, count);
 }
 
+// The up to 8 fp32 values of p[0..count) as a vector, zero past them.
+static inline __attribute__((always_inline)) __m256 load_head(const float *p, size_t count) {
+    return load8_upto(RWKVX_DTYPE_F32, p, 0, count);
+}
+
+// Stores the first min(count, 8) lanes of v at p, and nothing past them.
 static inline __attribute__((always_inline)) void store_head(float *p, __m256 v, size_t count) {
     if (count >= LANES) {
         _mm256_storeu_ps(p, v);
@@ -287,10 +294,14 @@ static inline __attribute__((always_inline)) void by_columns_tile(rwkvx_dtype dt
                                                                   size_t cols, const float *x, int tokens,
                                                                   float *y, size_t ldy, size_t r, size_t width) {
     const size_t esize = rwkvx_element_size(dt);
+    // Rows of each vector that exist: LANES, fewer in the last vector, 0 past it.
     size_t counts[COLUMN_VECTORS];
     for (int v = 0; v < COLUMN_VECTORS; v++) {
         const size_t first = (size_t)v * LANES;
-        counts[v] = width > first ? (width - first < LANES ? width - first : LANES) : 0;
+        size_t count = 0;
+        if (width > first) count = width - first;
+        if (count > LANES) count = LANES;
+        counts[v] = count;
     }
     __m256 acc[COLUMN_TOKENS][COLUMN_VECTORS];
     for (int t = 0; t < tokens; t++)
@@ -300,8 +311,13 @@ static inline __attribute__((always_inline)) void by_columns_tile(rwkvx_dtype dt
         const char *column = w + (c * rows + r) * esize;
         __m256 wv[COLUMN_VECTORS];
         for (int v = 0; v < COLUMN_VECTORS; v++) {
-            wv[v] = counts[v] == LANES ? load8(dt, column, (size_t)v * LANES)
-                  : counts[v] ? load8_partial(dt, column, (size_t)v * LANES, counts[v]) : _mm256_setzero_ps();
+            if (counts[v] == LANES) {
+                wv[v] = load8(dt, column, (size_t)v * LANES);
+            } else if (counts[v] > 0) {
+                wv[v] = load8_partial(dt, column, (size_t)v * LANES, counts[v]);
+            } else {
+                wv[v] = _mm256_setzero_ps();
+            }
         }
         for (int t = 0; t < tokens; t++) {
             const __m256 xv = _mm256_set1_ps(x[(size_t)t * cols + c]);
@@ -445,11 +461,7 @@ static inline __attribute__((always_inline)) __m256 exp8(__m256 x) {
 static void avx2_exp(const float *x, float *y, size_t n) {
     size_t i = 0;
     for (; i + LANES <= n; i += LANES) _mm256_storeu_ps(y + i, exp8(_mm256_loadu_ps(x + i)));
-    if (i < n) {
-        _Alignas(32) float lanes[LANES];
-        _mm256_store_ps(lanes, exp8(load8_partial(RWKVX_DTYPE_F32, x, i, n - i)));
-        memcpy(y + i, lanes, (n - i) * sizeof(float));
-    }
+    if (i < n) store_head(y + i, exp8(load8_partial(RWKVX_DTYPE_F32, x, i, n - i)), n - i);
 }
 
 // ---------------------------------------------------------------------------
@@ -556,11 +568,6 @@ static inline __attribute__((always_inline)) __m256 sum8x8(const __m256 a[8]) {
     return _mm256_permutevar8x32_ps(d, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
-// Loads 8 elements of base[i...] as fp32, or only the first `count` (< 8) of them.
-static inline __attribute__((always_inline)) __m256 load8_upto(rwkvx_dtype dt, const void *base, size_t i,
-                                                               size_t count) {
-    return count >= LANES ? load8(dt, base, i) : load8_partial(dt, base, i, count);
-}
 
 // Scores of rows [row, row + count) (count <= 8) of one head: out[j] = scale * q . k[row + j];
 // max_v takes the lane-wise max of the scores (lanes past count get -inf).
@@ -862,9 +869,7 @@ static inline __attribute__((always_inline)) void attention_value_queries(rwkvx_
     for (int a = 0; a < queries; a++) {
         for (int u = 0; u < 2; u++) {
             if (widths[u] == 0) continue;
-            _Alignas(32) float lanes[LANES];
-            _mm256_store_ps(lanes, _mm256_add_ps(even[a][u], odd[a][u]));
-            memcpy(y[a] + d0 + (size_t)u * LANES, lanes, (widths[u] < LANES ? widths[u] : LANES) * sizeof(float));
+            store_head(y[a] + d0 + (size_t)u * LANES, _mm256_add_ps(even[a][u], odd[a][u]), widths[u]);
         }
     }
 }

@@ -450,10 +450,10 @@ static void avx512_exp(const float *x, float *y, size_t n) {
     }
 }
 
-// A head of 64 (WKV_SEQ_CHUNKS x 16) columns over n_tok tokens, four state rows at a
-// time kept in registers across the tokens: the per-token arithmetic of
+// A head of 64 (WKV_SEQ_CHUNKS x 16) columns over n_tok tokens, with four state rows
+// at a time kept in registers across the tokens. Each token gets the arithmetic of
 // avx512_wkv7_step (the same FMAs in the same order, the same sum4 trees), without
-// a load and store of the state and a recomputed kk * a per row and token.
+// the state's load and store per token.
 #define WKV_SEQ_CHUNKS 4
 
 static void avx512_wkv7_seq(size_t head_size, float *state, size_t n_tok, size_t ld,

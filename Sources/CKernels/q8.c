@@ -2,7 +2,7 @@
 //
 // Weights are int8 with one fp32 scale per row (rwkvx_quantize_i8_rows), packed in
 // panels with 64-column chunks (rwkvx_pack_q8_panels) so that a decode reads them
-// as one stream; chunks are zero-padded, so every load of a chunk is a full one.
+// as one stream. Chunks are zero-padded, so every load of a chunk is a full one.
 // Activations are quantised per token in blocks of 32 columns, each block with
 // its own fp32 scale, so one outlier costs precision in 32 values only. Inside
 // a block the products are summed exactly in int32; blocks are then added in

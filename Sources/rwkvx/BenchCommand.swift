@@ -7,10 +7,10 @@
 // every thread. Model numbers are the median of --repeat timed runs after one
 // untimed warm-up, with min and max.
 //
-// A shared VM's read bandwidth moves by up to 2x within seconds (other tenants),
-// so a decode run is held against the mean of read probes taken just before and
-// just after it, not against the probe at start: the "% of read bandwidth" of a
-// decode test is the median of those per-run ratios.
+// A shared VM's read bandwidth moved by up to 2x within minutes here (other
+// tenants). A decode run is therefore held against the mean of read probes taken
+// just before and just after it, not against the probe at start. The "% of read
+// bandwidth" of a decode test is the median of those per-run ratios.
 //
 // Left out: perplexity or any accuracy figure (random weights generate noise).
 import CKernels
@@ -295,8 +295,8 @@ private func timedRuns(_ repeats: Int, _ body: () throws -> Void) rethrows -> [D
     return runs
 }
 
-/// As timedRuns, with read probes (best of 2 passes, bytes/s) between the timed
-/// runs; a run's bound is the mean of the probes just before and just after it.
+/// Times runs as timedRuns does, with read probes (best of 2 passes, bytes/s) between
+/// them. A run's bound is the mean of the probes just before and just after it.
 private func probedRuns(_ repeats: Int, probe: ReadProbe,
                         _ body: () throws -> Void) rethrows -> (seconds: [Double], readBps: [Double]) {
     try body()
@@ -323,9 +323,9 @@ private func kvBytesPerToken(cached: Int, config: ModelConfig, options: Attentio
     return Double(config.nSparseLayer * attended * config.nEmbd * 2 * elementBytes)
 }
 
-/// Bytes each timed decode run reads: the weights once per step, and per step the
-/// KV rows of each of `sessions` sessions whose caches start at `prompt` rows and
-/// grow by one per step through the untimed warm-up run and the timed runs.
+/// Returns the bytes each timed decode run reads: the weights and `sessions`
+/// sessions' KV rows per step. Caches start at `prompt` rows and grow by one row
+/// per step through the untimed warm-up run and the timed runs.
 private func decodeBytesPerRun(settings: BenchSettings, sessions: Int, prompt: Int, weightBytes: Double,
                                config: ModelConfig) -> [Double] {
     (0..<settings.repeats).map { run in

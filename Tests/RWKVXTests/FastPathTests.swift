@@ -59,9 +59,8 @@ final class FastPathTests: XCTestCase {
         }
     }
 
-    /// A batch larger than one pass takes (Stage.maxSessionsPerPass) runs in parts and
-    /// still gives each session its alone result; the sessions of the second part
-    /// include a multi-token prefill.
+    /// A batch larger than one pass (Stage.maxSessionsPerPass) runs in parts and still
+    /// gives each session its alone result. The second part includes a multi-token prefill.
     func testBatchLargerThanOnePass() throws {
         let model = try Model(path: rwkvx, options: smallWindow(), pool: ThreadPool(threadCount: 2))
         let count = Stage.maxSessionsPerPass + 3

@@ -45,7 +45,7 @@ int rwkvx_set_level(int level);
 const char *rwkvx_level_name(int level);
 
 // Packed ("panel") layout of the weights rwkvx_matmul takes. Rows are grouped in
-// panels of RWKVX_PANEL_ROWS (the last panel may hold fewer); inside a panel the
+// panels of RWKVX_PANEL_ROWS, and the last panel may have fewer. Inside a panel the
 // rows are interleaved in chunks of RWKVX_PANEL_COLS columns: chunk 0 of every row
 // of the panel, then chunk 1, and so on. Columns are zero-padded to a multiple of
 // RWKVX_PANEL_COLS. A one-token pass then reads the matrix as one sequential
@@ -60,7 +60,7 @@ static inline size_t rwkvx_panel_cols(size_t cols) {
     return (cols + RWKVX_PANEL_COLS - 1) / RWKVX_PANEL_COLS * RWKVX_PANEL_COLS;
 }
 
-// Bytes of a packed [rows, cols] matrix of `dtype`.
+// Returns the bytes of a packed [rows, cols] matrix of `dtype`.
 size_t rwkvx_packed_bytes(rwkvx_dtype dtype, size_t rows, size_t cols);
 
 // Packs a row-major [rows, cols] matrix of `dtype` into rwkvx_packed_bytes() bytes
@@ -80,9 +80,9 @@ void rwkvx_matmul(rwkvx_dtype dtype, const void *w, const float *scales, size_t 
 //   y[t * ldy + r] = sum_c x[t * cols + c] * w[c][r]
 // for t in [0, n_tok) and r in [row_begin, row_end). An output's products are
 // added one after another in column order: not rwkvx_matmul's order, but the same
-// for any n_tok and row range. Meant for few columns (the LoRA up factors, 32-128),
-// where rwkvx_matmul spends more on its per-output horizontal sums than on the
-// products; here output rows fill the vector lanes and nothing is summed across lanes.
+// for any n_tok and row range. It is meant for few columns (the LoRA up factors,
+// 32-128), where rwkvx_matmul spends more on its per-output horizontal sums than on
+// the products. Here output rows fill the vector lanes, so nothing is summed across lanes.
 void rwkvx_matmul_by_columns(rwkvx_dtype dtype, const void *w, size_t rows, size_t cols,
                              const float *x, size_t n_tok, float *y, size_t ldy,
                              size_t row_begin, size_t row_end);
@@ -104,7 +104,7 @@ void rwkvx_wkv7_step(size_t head_size, float *state,
                      const float *kk, const float *a, float *y,
                      size_t h_begin, size_t h_end);
 
-// The WKV-7 recurrence of one head over n_tok tokens, with exactly the arithmetic of
+// Runs the WKV-7 recurrence of one head over n_tok tokens, with exactly the arithmetic of
 // n_tok rwkvx_wkv7_step calls for that head, so a prefill gives the bits of a decode.
 // state: [head_size, head_size] of the head. r, w, k, v, kk, a, y point at the head's
 // columns of token 0; token t's values are t * ld floats later.
@@ -112,7 +112,7 @@ void rwkvx_wkv7_seq(size_t head_size, float *state, size_t n_tok, size_t ld,
                     const float *r, const float *w, const float *k, const float *v,
                     const float *kk, const float *a, float *y);
 
-// RWKV-7 time-mix activations of one head of one token, in place; n = head_size,
+// Computes the RWKV-7 time-mix activations of one head of one token, in place; n = head_size,
 // weight vectors point at the head's slice:
 //   a  = sigmoid(a0 + a)
 //   kk = (k * k_k) / max(|k * k_k|, 1e-12)      (from k before its update)
@@ -123,7 +123,7 @@ void rwkvx_tmix_prepare(size_t n, float *a, const float *a0, float *k, float *kk
                         const float *k_a, float *v, const float *v_first, const float *v0, const float *v_gate,
                         float *w, const float *w0);
 
-// The time-mix output of one head after its WKV step, in place:
+// Computes the time-mix output of one head after its WKV step, in place:
 //   y = layer_norm(y) * ln_w + ln_b   (over the head, variance + eps)
 //   y = (y + (sum_j r k r_k) * v) * g
 void rwkvx_tmix_finish(size_t n, float *y, const float *r, const float *k, const float *r_k, const float *v,
@@ -165,7 +165,7 @@ void rwkvx_attention_queries(const float *q, size_t ldq, size_t n_query,
 // softmax of rwkvx_attention uses the same exp as this function at each level.
 void rwkvx_exp(const float *x, float *y, size_t n);
 
-// y[i] = 1 / (1 + exp(-x[i])) and y[i] = tanh(x[i]) = 1 - 2 / (exp(2 x[i]) + 1) for i
+// Computes y[i] = 1 / (1 + exp(-x[i])) and y[i] = tanh(x[i]) = 1 - 2 / (exp(2 x[i]) + 1) for i
 // in [0, n), with rwkvx_exp (so a polynomial exp at the SIMD levels). x may equal y.
 void rwkvx_sigmoid(const float *x, float *y, size_t n);
 void rwkvx_tanh(const float *x, float *y, size_t n);

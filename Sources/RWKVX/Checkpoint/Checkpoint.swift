@@ -74,7 +74,7 @@ public final class Checkpoint: @unchecked Sendable {
     }
 
     /// Hands the pages of a dense view back to the page cache once its bytes have
-    /// been copied (see MappedFile.release); reading the view again stays valid.
+    /// been copied (see MappedFile.release). Reading the view again stays valid.
     func releasePages(of view: TensorView) {
         guard view.isContiguous else { return }
         file.release(view.base, count: view.count * view.dtype.byteSize)

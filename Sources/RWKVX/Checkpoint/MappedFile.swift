@@ -66,7 +66,7 @@ public final class MappedFile: @unchecked Sendable {
     }
 
     /// Unmaps from this process the whole file pages in [pointer, pointer + count), for
-    /// bytes copied elsewhere at load; a later read faults them back in from the page
+    /// bytes copied elsewhere at load. A later read faults them back in from the page
     /// cache, so the contents never change. Ranges outside the mapping are ignored.
     func release(_ pointer: UnsafeRawPointer, count: Int) {
         guard let base = bytes.baseAddress, count > 0 else { return }

@@ -1,8 +1,8 @@
 // A weight matrix in the layout the kernels take: [rows, cols], rows are outputs
 // (PyTorch Linear [out, in]). fp32, fp16 and bf16 weights keep their stored dtype
 // and are packed into the kernels' panel layout at load (rwkvx_pack_panels), one
-// copy of the same size; the checkpoint pages they came from are then handed back
-// to the page cache, so resident memory holds each weight once. int8 weights are
+// copy of the same size. The checkpoint pages they came from are then handed back
+// to the page cache, so each weight is resident once. int8 weights are
 // quantised at load and packed for rwkvx_matmul_q8 (rwkvx_pack_q8_panels).
 import CKernels
 

@@ -123,7 +123,7 @@ private func timeMix(_ x: UnsafeMutablePointer<Float>, vFirst: UnsafeMutablePoin
     ws.runQueuedMatmuls(pool: pool)
 }
 
-/// The activations of head `head` of row `row` before its WKV step: a, kk, k, the
+/// Computes the activations of head `head` of row `row` before its WKV step: a, kk, k, the
 /// value residual and the decay, in reference order (see rwkvx_tmix_prepare).
 /// Block 0 defines v_first; later blocks mix towards it.
 @inline(__always)
@@ -139,7 +139,7 @@ private func prepareHead(row t: Int, head: Int, vFirst: UnsafeMutablePointer<Flo
     if layer == 0 { first.update(from: v, count: n) }
 }
 
-/// The output of head `head` of row `row` after its WKV step: group norm (ln_x, eps
+/// Finishes head `head` of row `row` after its WKV step: group norm (ln_x, eps
 /// 64e-5), the bonus (sum over the head of r k r_k) * v, then the gate.
 @inline(__always)
 private func finishHead(row t: Int, head: Int, weights w: TimeMixWeights, ws: Workspace) {

@@ -175,10 +175,10 @@ public final class Stage: @unchecked Sendable {
         }
     }
 
-    /// Sessions run in one pass at most. Pinning a block's states nests three closures
-    /// per session (withPinnedStates), so a pass over thousands of sessions would
-    /// overflow the stack; larger batches run as consecutive passes, which changes
-    /// no result because each session's rows are computed independently.
+    /// Maximum sessions of one pass. Pinning a block's states nests three closures per
+    /// session (withPinnedStates), so a pass over thousands of sessions would overflow
+    /// the stack. Larger batches run as consecutive passes, which changes no result
+    /// because each session's rows are computed independently.
     public static let maxSessionsPerPass = 512
 
     private func forwardInParts(_ x: inout [Float], vFirst: inout [Float], tokenCounts: [Int],

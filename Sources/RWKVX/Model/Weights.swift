@@ -36,8 +36,8 @@ struct WeightReader {
         Matrix.transposed(try view(name, shape: [inputs, out]), keepBF16: format != .float32)
     }
 
-    /// A LoRA up factor (rank to n_embd) kept [in, out] as stored, for
-    /// rwkvx_matmul_by_columns; half precision stays as stored except with --dtype fp32.
+    /// Reads a LoRA up factor (rank to n_embd) and keeps it [in, out] as stored, for
+    /// rwkvx_matmul_by_columns. Half precision stays as stored except with --dtype fp32.
     func loraUp(_ name: String, in inputs: Int, out: Int) throws -> Matrix {
         Matrix.inputMajor(try view(name, shape: [inputs, out]), keepHalf: format != .float32)
     }
