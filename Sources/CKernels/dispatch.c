@@ -108,8 +108,8 @@ void rwkvx_exp(const float *x, float *y, size_t n) {
     table()->exp(x, y, n);
 }
 
-// Both go through rwkvx_exp in blocks of a stack buffer; the element-wise loops
-// around it are left to the compiler.
+// Both run rwkvx_exp over blocks of a stack buffer. The element-wise loops around
+// it are plain C, compiled for the baseline CPU.
 #define ACTIVATION_BLOCK 256
 
 void rwkvx_sigmoid(const float *x, float *y, size_t n) {

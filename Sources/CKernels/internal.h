@@ -89,10 +89,10 @@ static inline size_t rwkvx_element_size(rwkvx_dtype dtype) {
     return 4;
 }
 
-// Where a kernel finds one weight row: its columns come in chunks of
-// RWKVX_PANEL_COLS, and chunk k starts `k * stride` bytes after `start`. A row-major
-// row has stride RWKVX_PANEL_COLS elements; a packed row has its panel's height
-// times that (see rwkvx_pack_panels).
+// Location of one weight row: its columns come in chunks (RWKVX_PANEL_COLS columns
+// for the float layouts), and chunk k starts `k * stride` bytes after `start`. A
+// row-major row's stride is one chunk, and a packed row's stride is its panel's
+// height times a chunk (see rwkvx_pack_panels).
 typedef struct {
     const char *start;
     size_t stride;
@@ -141,7 +141,7 @@ static inline rwkvx_row rwkvx_matrix_row(const rwkvx_matrix *m, size_t r) {
     return row;
 }
 
-// Address of column c of a row.
+// Returns the address of column c of a row in a RWKVX_PANEL_COLS layout.
 static inline const char *rwkvx_row_at(rwkvx_row row, size_t esize, size_t c) {
     return row.start + (c / RWKVX_PANEL_COLS) * row.stride + (c % RWKVX_PANEL_COLS) * esize;
 }
@@ -169,8 +169,8 @@ typedef struct {
                         const float *, const float *, const float *, float);
 } rwkvx_kernel_table;
 
-// rwkvx_wkv7_seq as n_tok single steps: the reference, and the path of levels and
-// head sizes without a register-resident version.
+// Runs rwkvx_wkv7_seq as n_tok single steps. This is the reference, and the path of
+// levels and head sizes without a register-resident version.
 static inline void rwkvx_wkv7_seq_by_steps(void (*step)(size_t, float *, const float *, const float *,
                                                         const float *, const float *, const float *,
                                                         const float *, float *, size_t, size_t),

@@ -25,7 +25,7 @@ final class ModelLoadErrorTests: XCTestCase {
         return path
     }
 
-    /// A pipe, a device or a directory fails at once with its own error; opening a
+    /// A pipe, a device or a directory fails at once with its own error. Opening a
     /// pipe with no writer would otherwise wait forever.
     func testNonRegularFilesAreRejected() throws {
         let pipe = directory + "/pipe.pth"

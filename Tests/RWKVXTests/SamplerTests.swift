@@ -369,7 +369,7 @@ final class SamplerTests: XCTestCase {
     }
 }
 
-/// Logits that turn NaN after `finiteSteps` steps, as from damaged weights.
+/// A stepper whose logits turn NaN after `finiteSteps` steps, as damaged weights do.
 private struct DamagedStepper: TokenStepper {
     var steps = 0
     let finiteSteps: Int

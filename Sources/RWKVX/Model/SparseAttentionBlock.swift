@@ -204,7 +204,7 @@ private func planPrefill(session s: Int, rows: Range<Int>, piece: PrefillPiece, 
                      count: rows.count * c)
 }
 
-/// Prefill rows per rwkvx_attention_queries call, at most. The AVX-512 kernel reads
+/// Maximum prefill rows per rwkvx_attention_queries call. The AVX-512 kernel reads
 /// a head's K and V rows once per tile of 4 rows. Blocks of 4, 8 and 16 rows took
 /// the same attention time in a 512-token prefill of the 0.2B model (perf samples,
 /// 2 threads on a 2-vCPU Zen 4 VM), and 8 keeps the pool's items small.
@@ -220,7 +220,7 @@ struct AttentionBlock {
     var begin: Int?
 }
 
-/// Cache rows [begin, end) that row t of session s's prefill attends.
+/// Returns the cache rows [begin, end) that row t of session s's prefill attends.
 private func prefillRange(row t: Int, session s: Int, options: AttentionOptions, ws: Workspace) -> Range<Int> {
     // Short sequences attend to the whole cache plus the new tokens causally.
     // Quirk copied: longer ones attend causally inside chunks of the new tokens
